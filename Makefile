@@ -1,0 +1,19 @@
+# The two commands of the README: `make demo` and `make test`. Both install first.
+PYTHON ?= python3
+
+.PHONY: install demo test bench
+
+install:
+	$(PYTHON) -m pip install -q -r requirements.txt
+	$(PYTHON) -m pip install -q -e . --no-deps
+
+demo: install
+	$(PYTHON) train.py --config zoo_configs/rotnet_convnet_small_synthetic.yaml --output runs/demo
+	$(PYTHON) export.py --run runs/demo --output runs/demo/export --force
+	$(PYTHON) -c "import sslzoo, numpy as np; e = sslzoo.load('runs/demo/export'); print('features:', e.predict(np.random.rand(2, 32, 32, 3).astype('float32'), verbose=0).shape)"
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+bench: install
+	$(PYTHON) -m sslzoo.bench

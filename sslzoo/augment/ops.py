@@ -1,0 +1,67 @@
+"""Batched augmentation ops on float32 images [B, H, W, C].
+
+Each op takes a stateless `seed` (int32 [2]) instead of drawing from a global generator: the pipeline hands
+every batch its own seed derived from (run seed, epoch, batch index), so rerunning an epoch after a resume
+reproduces the same augmentations.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+
+def split_seed(seed: tf.Tensor, num: int) -> list[tf.Tensor]:
+    """Derives `num` independent stateless seeds from one."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=num)
+    return [seeds[i] for i in range(num)]
+
+
+def random_crop_with_padding(images: tf.Tensor, padding: int, seed: tf.Tensor) -> tf.Tensor:
+    """Zero-pads every image by `padding` and crops back to its size at a random offset per image.
+
+    Args:
+        images: float [B, H, W, C].
+        padding: pixels added on each side (RotNet/CIFAR: 4).
+        seed: int [2] stateless seed.
+    Returns:
+        float [B, H, W, C]; each image shifted by up to `padding` pixels, exposed borders zero.
+    """
+    if padding <= 0:
+        return images
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    batch = tf.shape(images)[0]
+    offsets = tf.random.stateless_uniform(
+        [batch, 2], seed=seed, minval=0, maxval=2 * padding + 1, dtype=tf.int32
+    )
+    # Gathering rows then columns per image is exact (no interpolation) and stays a whole-batch op.
+    rows = offsets[:, :1] + tf.range(height)[tf.newaxis, :]
+    cols = offsets[:, 1:] + tf.range(width)[tf.newaxis, :]
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(cropped, cols, axis=2, batch_dims=1)
+
+
+def random_flip_left_right(images: tf.Tensor, seed: tf.Tensor, probability: float = 0.5) -> tf.Tensor:
+    """Mirrors each image horizontally with `probability`, independently per image."""
+    batch = tf.shape(images)[0]
+    flip = tf.random.stateless_uniform([batch], seed=seed) < probability
+    return tf.where(flip[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, axis=[2]), images)
+
+
+def rotate_batch(images: tf.Tensor, quarter_turns: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Every image in every rotation: RotNet's batch layout.
+
+    Args:
+        images: [B, H, W, C] with H == W.
+        quarter_turns: rotations as multiples of 90 degrees counter-clockwise, e.g. (0, 1, 2, 3).
+    Returns:
+        (rotated [R*B, H, W, C], pretext_labels int32 [R*B]): block r holds all B images turned by
+        quarter_turns[r], labelled r. Multiples of 90 degrees are exact transposes/flips, so no
+        interpolation border betrays the rotation (RotNet paper, section 2).
+    """
+    rotated = [tf.image.rot90(images, k=k) for k in quarter_turns]
+    batch = tf.shape(images)[0]
+    labels = tf.repeat(tf.range(len(quarter_turns), dtype=tf.int32), batch)
+    return tf.concat(rotated, axis=0), labels

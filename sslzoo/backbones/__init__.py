@@ -1,0 +1,69 @@
+"""Encoders: `images [N, S, S, 3]` float32 in [0, 1] -> `features [N, D]`.
+
+Every encoder is a functional keras.Model of built-in layers only: input "images", a Normalization layer
+with the dataset's per-channel stats, a last spatial activation named "feature_map" and a global average
+pool named "features". Spatial features share the encoder's weights:
+`keras.Model(encoder.input, encoder.get_layer("feature_map").output)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+
+# Imported for their `@register_encoder` side effect.
+from sslzoo.backbones import convnet, nin, resnet  # noqa: F401
+from sslzoo.backbones.common import BN_MOMENTUM, CIFAR_MEAN, CIFAR_STD, FEATURE_MAP, FEATURES
+from sslzoo.backbones.nin import nin_blocks
+from sslzoo.registry import ENCODERS
+
+__all__ = [
+    "build_encoder",
+    "encoder_options",
+    "feature_map_model",
+    "nin_blocks",
+    "BN_MOMENTUM",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "FEATURE_MAP",
+    "FEATURES",
+]
+
+
+def encoder_options(name: str) -> dict:
+    """The options an encoder accepts besides `image_size`, with their defaults."""
+    parameters = inspect.signature(ENCODERS.get(name)).parameters
+    return {key: p.default for key, p in parameters.items() if key != "image_size"}
+
+
+def build_encoder(name: str, image_size: int = 32, **options) -> keras.Model:
+    """Build a registered encoder.
+
+    Args:
+        name: registered encoder name ("convnet_small", "nin", "resnet18", "resnet50", ...).
+        image_size: S; the encoder takes float32 RGB `[N, S, S, 3]` in [0, 1].
+        **options: the encoder's options (see `encoder_options(name)`).
+
+    Returns:
+        keras.Model `images [N, S, S, 3] -> features [N, D]`, with a "feature_map" layer.
+
+    Raises:
+        KeyError: unknown name (the message lists the registered ones).
+        TypeError: unknown option (the message lists the allowed ones).
+    """
+    builder = ENCODERS.get(name)
+    allowed = encoder_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"encoder '{name}' got unknown option(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    return builder(image_size=image_size, **options)
+
+
+def feature_map_model(encoder: keras.Model) -> keras.Model:
+    """`images -> feature_map [N, H, W, C]`, sharing the encoder's layers and weights."""
+    feature_map = encoder.get_layer(FEATURE_MAP).output
+    return keras.Model(encoder.input, feature_map, name=f"{encoder.name}_feature_map")

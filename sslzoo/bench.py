@@ -1,0 +1,130 @@
+"""Throughput benchmark of the training path on this machine.
+
+    python -m sslzoo.bench [--data ../shared/data/cifar10/train] [--encoder convnet_small] [--steps 40]
+
+Prints: this CPU's float32 matmul GFLOP/s (the ceiling), the RotNet training step's images/s on
+in-memory input, the input pipeline alone, end to end from the image folder, and the peak memory of the
+README demo. An image is one source image (RotNet turns it into four rotated inputs).
+Targets (issue 2): end to end >= 90% of the in-memory step rate; README demo peak memory < 4 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from sslzoo import config as config_lib
+from sslzoo.data import load_splits, make_pipeline
+from sslzoo.optimizers import build_optimizer
+from sslzoo.training.trainer import build_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    a = tf.random.uniform((size, size))
+    b = tf.random.uniform((size, size))
+    matmul = tf.function(lambda x, y: tf.matmul(x, y))
+    matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = matmul(a, b)
+    result.numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _config(data_path: str, encoder: str, batch_size: int) -> config_lib.Config:
+    return config_lib.load(
+        ROOT / "zoo_configs/rotnet_convnet_small_cifar10.yaml",
+        [f"data.source=folder", f"data.path={data_path}", f"encoder.name={encoder}",
+         f"trainer.batch_size={batch_size}"],
+    )
+
+
+def _timed_fit(method, dataset, steps: int, warmup: int = 5) -> float:
+    """Images/s of `fit` over `steps` batches after `warmup` batches (tracing, thread pools)."""
+    iterator = iter(dataset)
+    method.fit(iterator, steps_per_epoch=warmup, epochs=1, verbose=0)
+    start = time.perf_counter()
+    method.fit(iterator, steps_per_epoch=steps, epochs=1, verbose=0)
+    return time.perf_counter() - start
+
+
+def bench_training(config: config_lib.Config, steps: int) -> dict:
+    start = time.perf_counter()
+    splits = load_splits(config.data)
+    decode_seconds = time.perf_counter() - start
+    batch = config.trainer.batch_size
+    _, method = build_models(config, num_classes=len(splits.class_names))
+    method.compile(optimizer=build_optimizer(config.optimizer, steps_per_epoch=100, epochs=1))
+
+    def pipeline(epochs):
+        return make_pipeline(
+            splits.train.images, splits.train.labels, batch_size=batch, seed=0,
+            num_epochs=epochs, augment=method.augment,
+        )
+
+    one_batch = next(iter(pipeline(1)))
+    in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
+    step_seconds = _timed_fit(method, in_memory, steps)
+
+    start = time.perf_counter()
+    count = 0
+    for data in pipeline(2).take(steps * 3):
+        count += int(data["labels"].shape[0])
+    pipeline_rate = count / (time.perf_counter() - start)
+
+    end_to_end_seconds = _timed_fit(method, pipeline(10).repeat(), steps)
+    step_rate = steps * batch / step_seconds
+    end_to_end_rate = steps * batch / end_to_end_seconds
+    return {
+        "encoder": config.encoder.name,
+        "batch_size": batch,
+        "decode_seconds": round(decode_seconds, 1),
+        "decoded_images": int(len(splits.train.labels) + len(splits.val.labels)),
+        "step_images_per_second": round(step_rate, 1),
+        "pipeline_images_per_second": round(pipeline_rate, 1),
+        "end_to_end_images_per_second": round(end_to_end_rate, 1),
+        "end_to_end_over_step": round(end_to_end_rate / step_rate, 3),
+    }
+
+
+def demo_peak_memory_mb(output: Path) -> float:
+    """Runs the README demo's training in a child process and reports its peak resident memory."""
+    subprocess.run(
+        [sys.executable, "train.py", "--config", "zoo_configs/rotnet_convnet_small_synthetic.yaml",
+         "--output", str(output), "--quiet"],
+        cwd=ROOT, check=True, capture_output=True,
+    )
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/cifar10/train"))
+    parser.add_argument("--encoder", default="convnet_small")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--skip-demo", action="store_true", help="skip the README demo memory run")
+    args = parser.parse_args(argv)
+
+    results = {"matmul_gflops": round(matmul_gflops(), 1)}
+    results.update(bench_training(_config(args.data, args.encoder, args.batch_size), args.steps))
+    if not args.skip_demo:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            results["demo_peak_memory_mb"] = round(demo_peak_memory_mb(Path(tmp) / "demo"), 1)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Typed run configuration: dataclasses, YAML via `yaml.safe_load`, `--set a.b=c` overrides.
+
+Everything is validated before any work starts: an unknown key or a value of the wrong type raises
+`ConfigError` naming the key and what is allowed. Method-specific settings live in `method.options`
+(a free mapping checked by the method's builder), so adding a method never changes this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, or its value has the wrong type or is out of range."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # folder | tfds | synthetic
+    path: str = ""  # folder source: root/<class>/<image>
+    name: str = "cifar10"  # tfds source: TFDS dataset name
+    split: str = "train"  # tfds source: the split train/val are carved from
+    data_dir: str = ""  # tfds source: TFDS data_dir ("" = TFDS default)
+    image_size: int = 32
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    max_examples: int = 0  # 0 = all; else a deterministic stratified subset taken before the split
+    synthetic_examples: int = 6000
+    max_bad_fraction: float = 0.01
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "convnet_small"
+    options: Dict[str, Any] = field(default_factory=dict)  # passed to the encoder builder
+
+
+@dataclass
+class MethodConfig:
+    name: str = "rotnet"
+    options: Dict[str, Any] = field(default_factory=dict)  # checked by the method's builder
+    online_probe: bool = True  # linear probe on detached features, a live sign of learning
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"  # sgd | adam | adamw | lamb | lars
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | piecewise | constant
+    warmup_epochs: float = 0.0
+    boundaries: List[float] = field(default_factory=list)  # piecewise: epochs where the rate changes
+    values: List[float] = field(default_factory=list)  # piecewise: len(boundaries) + 1 rates
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    steps_per_epoch: int = 0  # 0 = one pass over the training split
+    seed: int = 0
+    mixed_precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+    strategy: str = "default"  # default | mirrored | multi_worker
+    cpu_replicas: int = 2  # mirrored on a machine without GPUs: this many logical CPU devices
+    jit_compile: bool = False  # XLA was slower on the 2-core CPU (see DESIGN.md); an option for GPUs
+    checkpoint_every: int = 1  # epochs
+
+
+@dataclass
+class EvalConfig:
+    knn_k: int = 200
+    knn_temperature: float = 0.07
+    linear_epochs: int = 30
+    linear_learning_rate: float = 1e-3
+    linear_weight_decay: float = 1e-4
+    linear_batch_size: int = 256
+    random_init: bool = True  # also evaluate the identical encoder untrained, on the same split
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "data.source": ("folder", "tfds", "synthetic"),
+    "optimizer.name": ("sgd", "adam", "adamw", "lamb", "lars"),
+    "optimizer.schedule": ("cosine", "piecewise", "constant"),
+    "trainer.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+    "trainer.strategy": ("default", "mirrored", "multi_worker"),
+}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Checks `value` against a dataclass field annotation; ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, List):
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation in (int, float, str) and (type(value) is not annotation):
+        raise ConfigError(f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, values: Mapping[str, Any], prefix: str):
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}'; allowed keys here: {', '.join(names)}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[key] = _build(annotation, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, annotation, full)
+            if full in _CHOICES and kwargs[key] not in _CHOICES[full]:
+                raise ConfigError(f"{full}: '{value}' is not one of {', '.join(_CHOICES[full])}")
+    return cls(**kwargs)
+
+
+def _set_path(tree: Dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`"a.b=c"` -> `("a.b", c)`, with `c` parsed as a YAML scalar (so 1 is an int, 1e-3 a float)."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected key=value, e.g. trainer.epochs=1")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    # YAML 1.1 reads 1e-3 as a string; a config number written that way is meant as a float.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def from_dict(values: Mapping[str, Any], overrides: List[str] = ()) -> Config:
+    """Builds a validated `Config` from a nested mapping plus `a.b=c` override strings."""
+    tree = yaml.safe_load(yaml.safe_dump(dict(values or {})))  # deep copy of plain data
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    config = _build(Config, tree, "")
+    validate(config)
+    return config
+
+
+def load(path: str | Path, overrides: List[str] = ()) -> Config:
+    """Reads a YAML config file (safe_load only) and applies overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; configs live in zoo_configs/")
+    values = yaml.safe_load(path.read_text()) or {}
+    return from_dict(values, overrides)
+
+
+def dump(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def validate(config: Config) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        (config.data.image_size >= 8, "data.image_size must be >= 8"),
+        (0.0 < config.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
+        (0.0 <= config.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
+        (config.data.source != "folder" or bool(config.data.path),
+         "data.path must name the image folder when data.source=folder"),
+        (config.trainer.epochs >= 1, "trainer.epochs must be >= 1"),
+        (config.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
+        (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
+        (config.optimizer.schedule != "piecewise"
+         or len(config.optimizer.values) == len(config.optimizer.boundaries) + 1,
+         "optimizer.values must have one more entry than optimizer.boundaries"),
+        (config.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

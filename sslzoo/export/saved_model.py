@@ -1,0 +1,273 @@
+"""SavedModel export in the TF Serving layout, its signatures, and the graph hygiene check.
+
+Why the module tracks the encoder's *variables* and not the Keras model object: with Keras 3 on
+TensorFlow, saving a `tf.Module` that holds the Keras model makes TF write a *copy* of every Keras
+variable (`keras.Variable._export_to_saved_model_graph` creates a new `tf.Variable`), while the traced
+signature functions capture the underlying `tf.Variable`s, which then are not in the checkpoint.
+`tf.saved_model.load` copes, but `tf.lite.TFLiteConverter.from_saved_model` freezes the graph from the
+checkpoint and produced NaN/1e27 features (measured on TF 2.21). Tracking `[v.value for v in
+encoder.variables]` writes each weight once, under the name the signatures read (TFLite parity 1e-7) and
+keeps the variables file at 1x instead of 2x. The Keras model itself ships separately as `encoder.keras`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Set
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+FEATURES_NAME = "features"
+SERVING_DEFAULT = "serving_default"
+
+
+class _Untracked:
+    """Holds an object without TensorFlow's attribute tracking noticing it."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class ServingModule(tf.Module):
+    """The object written as the SavedModel: the encoder's weights plus the serving functions.
+
+    Args:
+        encoder: functional `keras.Model`, float32 images `[N, S, S, 3]` in [0, 1] -> features `[N, D]`.
+        image_size: S.
+    """
+
+    def __init__(self, encoder, image_size: int):
+        super().__init__(name="sslzoo_serving")
+        self.image_size = int(image_size)
+        # An attribute (or list) holding the Keras model would make tf.Module track it (see the module
+        # docstring); a plain holder object is invisible to tracking. Its tf.Variables are tracked instead.
+        self._untracked = _Untracked(encoder)
+        self.encoder_variables = [v.value for v in encoder.variables]
+
+    @property
+    def encoder(self):
+        return self._untracked.value
+
+    def features(self, images: tf.Tensor) -> tf.Tensor:
+        """Inference-mode features, always float32 (a mixed-precision encoder may compute in float16)."""
+        return tf.cast(self.encoder(images, training=False), tf.float32)
+
+
+def image_spec(image_size: int) -> tf.TensorSpec:
+    return tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=INPUT_NAME)
+
+
+def build_signatures(module: ServingModule) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+    """Every serving signature of an export, name -> concrete function.
+
+    The one place signatures are defined: `embed_images` (encoded image bytes) and `classify` (with a
+    linear head) are added here by the deployment issue, and the export, the model card and the graph
+    check pick them up from this dict.
+    """
+
+    @tf.function(input_signature=[image_spec(module.image_size)], autograph=False)
+    def serving_default(images):
+        return {FEATURES_NAME: module.features(images)}
+
+    return {SERVING_DEFAULT: serving_default.get_concrete_function()}
+
+
+def save_saved_model(encoder, directory: str | Path, image_size: int) -> List[str]:
+    """Writes `encoder` as a SavedModel at `directory`; returns the signature names."""
+    module = ServingModule(encoder, image_size)
+    signatures = build_signatures(module)
+    tf.saved_model.save(module, str(directory), signatures=signatures)
+    return sorted(signatures)
+
+
+def load_saved_model(saved_model_dir: str | Path):
+    """`tf.saved_model.load` of a SavedModel folder: what TF Serving and plain-TF users get."""
+    return tf.saved_model.load(str(saved_model_dir))
+
+
+def describe_signatures(loaded) -> List[dict]:
+    """Input/output names, dtypes and shapes of every signature of a loaded SavedModel."""
+    described = []
+    for name in sorted(loaded.signatures):
+        function = loaded.signatures[name]
+        _, input_specs = function.structured_input_signature
+        described.append(
+            {
+                "name": name,
+                "inputs": {key: _spec_dict(spec) for key, spec in sorted(input_specs.items())},
+                "outputs": {key: _spec_dict(spec) for key, spec in sorted(function.structured_outputs.items())},
+            }
+        )
+    return described
+
+
+def _spec_dict(spec: tf.TensorSpec) -> dict:
+    return {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+
+
+def saved_model_features(loaded, images: np.ndarray, signature: str = SERVING_DEFAULT) -> np.ndarray:
+    """Features from a loaded SavedModel's signature, i.e. what TF Serving would compute."""
+    outputs = loaded.signatures[signature](**{INPUT_NAME: tf.constant(images, tf.float32)})
+    return outputs[FEATURES_NAME].numpy()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Graph hygiene (DESIGN.md reliability checklist item 7)
+#
+# Which functions are inspected: every SavedModel also contains `__inference__traced_save_*` and
+# `__inference__traced_restore_*` (SaveV2, RestoreV2, MergeV2Checkpoints, ShardedFilename...): the
+# checkpoint machinery, reachable only from the `saver_filename` placeholder. Serving never runs them, so
+# `graph_ops(scope="serving")` walks what a loader can execute instead: the main-graph nodes feeding every
+# signature output (including `__saved_model_init_op`), every function those nodes call, transitively
+# (`f`, `then_branch`, `body`, lists of functions...), plus every concrete function the object graph
+# exposes to `tf.saved_model.load` callers. Reachability, rather than excluding saver functions by their
+# name pattern, is what cannot be fooled by a function named like the saver.
+# ---------------------------------------------------------------------------------------------------
+
+DISALLOWED_OPS: Mapping[str, frozenset] = {
+    "file_read": frozenset({
+        "ReadFile", "MatchingFiles", "ImmutableConst", "LoadAndRemapMatrix", "WholeFileReader",
+        "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2", "FixedLengthRecordReader",
+        "FixedLengthRecordReaderV2", "TFRecordReader", "TFRecordReaderV2", "LMDBReader", "IdentityReader",
+        "IdentityReaderV2", "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset",
+        "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2", "LMDBDataset", "ExperimentalLMDBDataset",
+        "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset", "SqlDataset", "ExperimentalSqlDataset",
+        "LoadDataset", "MatchingFilesDataset", "ExperimentalMatchingFilesDataset",
+    }),
+    "file_write": frozenset({
+        "WriteFile", "SaveDataset", "SaveDatasetV2", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
+        "SnapshotDataset", "SnapshotDatasetV2",
+    }),
+    "print": frozenset({"Print", "PrintV2"}),
+    "checkpoint_io": frozenset({
+        "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "MergeV2Checkpoints",
+        "ShardedFilename", "ShardedFilespec",
+    }),
+    "summary": frozenset({
+        "WriteSummary", "WriteScalarSummary", "WriteHistogramSummary", "WriteImageSummary",
+        "WriteAudioSummary", "WriteGraphSummary", "WriteRawProtoSummary", "CreateSummaryFileWriter",
+        "CreateSummaryDbWriter", "FlushSummaryWriter", "CloseSummaryWriter", "SummaryWriter", "ImportEvent",
+    }),
+    "python_code": frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"}),
+    "debug": frozenset({
+        "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary",
+        "DebugNumericSummaryV2",
+    }),
+}
+
+# Name patterns catch ops added to TensorFlow after this list was written (a new "...FileV3" reader).
+DISALLOWED_PATTERNS: Mapping[str, re.Pattern] = {
+    "file_io": re.compile(r"File|Reader|Checkpoint"),
+    "print": re.compile(r"Print"),
+    "summary": re.compile(r"Summary"),
+    "checkpoint_io": re.compile(r"^(Save|Restore)"),
+    "debug": re.compile(r"^Debug"),
+}
+
+
+class DisallowedOpsError(ValueError):
+    """An exported graph contains an op that reads or writes files, prints, or runs Python."""
+
+
+def _meta_graphs(saved_model_dir: str | Path):
+    # Imported here: the protobuf module path is TF-internal; keep its use in one function.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    return proto.meta_graphs
+
+
+def _called_functions(node) -> Iterable[str]:
+    """Names of the functions a NodeDef calls through any function-valued attribute."""
+    for value in node.attr.values():
+        if value.HasField("func") and value.func.name:
+            yield value.func.name
+        for function in value.list.func:
+            yield function.name
+
+
+def _node_name(tensor_name: str) -> str:
+    return tensor_name.lstrip("^").split(":")[0]
+
+
+def _serving_roots(meta_graph):
+    """Main-graph nodes feeding any signature output, walked backwards through their inputs."""
+    nodes = {node.name: node for node in meta_graph.graph_def.node}
+    pending = [_node_name(t.name) for sig in meta_graph.signature_def.values() for t in sig.outputs.values()]
+    seen: Set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        pending.extend(_node_name(i) for i in nodes[name].input)
+    return [nodes[name] for name in seen]
+
+
+def graph_ops(saved_model_dir: str | Path, *, scope: str = "serving") -> Set[str]:
+    """Every op type a SavedModel can execute, including inside its function library.
+
+    Args:
+        saved_model_dir: the SavedModel folder (the one holding `saved_model.pb`).
+        scope: "serving" (default): ops reachable from the signatures and the object graph's functions,
+            which excludes the checkpoint save/restore functions (see the comment above);
+            "all": every node of the main graph and of every library function, saver included.
+    """
+    if scope not in ("serving", "all"):
+        raise ValueError(f"scope must be 'serving' or 'all', got {scope!r}")
+    ops: Set[str] = set()
+    for meta_graph in _meta_graphs(saved_model_dir):
+        library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+        if scope == "all":
+            ops.update(node.op for node in meta_graph.graph_def.node)
+            ops.update(node.op for f in library.values() for node in f.node_def)
+            continue
+        roots = _serving_roots(meta_graph)
+        ops.update(node.op for node in roots)
+        pending = [name for node in roots for name in _called_functions(node)]
+        pending.extend(meta_graph.object_graph_def.concrete_functions.keys())
+        visited: Set[str] = set()
+        while pending:
+            name = pending.pop()
+            if name in visited or name not in library:
+                continue
+            visited.add(name)
+            for node in library[name].node_def:
+                ops.add(node.op)
+                pending.extend(_called_functions(node))
+    return ops
+
+
+def disallowed_ops(ops: Iterable[str], allow: Iterable[str] = ()) -> Dict[str, str]:
+    """Maps each disallowed op in `ops` to its category; `allow` names ops to accept anyway."""
+    allowed = set(allow)
+    found = {}
+    for op in sorted(set(ops) - allowed):
+        for category, names in DISALLOWED_OPS.items():
+            if op in names:
+                found[op] = category
+                break
+        else:
+            for category, pattern in DISALLOWED_PATTERNS.items():
+                if pattern.search(op):
+                    found[op] = category
+                    break
+    return found
+
+
+def check_graph_ops(ops: Iterable[str], allow: Iterable[str] = ()) -> None:
+    """Raises `DisallowedOpsError` if `ops` contains file-reading, file-writing, printing or Python ops."""
+    found = disallowed_ops(ops, allow)
+    if found:
+        listing = ", ".join(f"{op} ({category})" for op, category in found.items())
+        raise DisallowedOpsError(
+            f"the exported graph contains disallowed ops: {listing}. Exported encoders must not read or "
+            "write files, print or run Python; remove e.g. tf.print / tf.io calls from the model."
+        )

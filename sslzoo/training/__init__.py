@@ -1,0 +1,1 @@
+"""Training: the shared fit path, schedules, checkpoints and resume, distribution strategies."""

@@ -1,0 +1,246 @@
+"""One training path for every method: data -> method.fit -> evaluation -> run folder.
+
+`train_run(config, run_dir)` is what `train.py` calls. Rerunning it on the same run folder resumes from
+the last finished epoch (the folder's config must match), so `kill -9` costs at most one epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from sslzoo import __version__
+from sslzoo.backbones import build_encoder
+from sslzoo.config import Config, ConfigError, dump
+from sslzoo.data import load_splits, make_pipeline
+from sslzoo.evaluation.protocol import evaluate_encoder
+from sslzoo.methods import build_method
+from sslzoo.optimizers import build_optimizer
+from sslzoo.training.checkpoints import EpochCheckpoint, RunState, atomic_write, atomic_write_text
+from sslzoo.training.strategy import make_strategy
+
+log = logging.getLogger(__name__)
+
+INIT_WEIGHTS = "init.weights.h5"
+PARITY_SAMPLES = "parity_samples.npy"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the run folder keeps the last good checkpoint."""
+
+
+def dataset_label(config: Config) -> str:
+    data = config.data
+    if data.source == "tfds":
+        return f"tfds:{data.name}"
+    if data.source == "folder":
+        return f"folder:{data.path}"
+    return "synthetic"
+
+
+def build_models(config: Config, num_classes: int):
+    """The encoder (with its untrained weights) and the method around it."""
+    encoder = build_encoder(config.encoder.name, config.data.image_size, **config.encoder.options)
+    method = build_method(
+        config.method.name,
+        config.method.options,
+        encoder,
+        num_classes=num_classes if config.method.online_probe else 0,
+    )
+    return encoder, method
+
+
+def _check_run_folder(config: Config, run_dir: Path) -> None:
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text())
+        if previous != config.to_dict():
+            raise ConfigError(
+                f"run folder '{run_dir}' holds a run with a different config; resuming it with this one "
+                "would mix two runs. Use another --output, or delete the folder to start over."
+            )
+
+
+def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") -> Dict[str, Any]:
+    """Pretrains, evaluates and writes the run folder; returns the metrics written to metrics.json."""
+    run_dir = Path(run_dir)
+    _check_run_folder(config, run_dir)
+    # The strategy first: a mirrored run on CPUs must split the CPU before TensorFlow initialises.
+    strategy = make_strategy(config.trainer.strategy, config.trainer.cpu_replicas)
+    keras.utils.set_random_seed(config.trainer.seed)
+    keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
+
+    splits = load_splits(config.data)
+    num_classes = len(splits.class_names)
+    batch_size = config.trainer.batch_size
+    batches_per_epoch = len(splits.train.labels) // batch_size
+    if batches_per_epoch < 1:
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is larger than the training split "
+            f"({len(splits.train.labels)} images); lower it or use more data"
+        )
+    steps = min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
+    epochs = config.trainer.epochs
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump(config, run_dir / "config.yaml")
+    with strategy.scope():
+        encoder, method = build_models(config, num_classes)
+        optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
+        method.compile(optimizer=optimizer, jit_compile=config.trainer.jit_compile)
+        optimizer.build(method.trainable_variables)
+        state = RunState(method, optimizer, run_dir / "checkpoints")
+    if not (run_dir / INIT_WEIGHTS).exists():
+        # The random-init baseline is this exact encoder before training, kept so a resumed run
+        # compares against the same weights.
+        atomic_write(run_dir / INIT_WEIGHTS, lambda tmp: encoder.save_weights(tmp), suffix=".weights.h5")
+    first_epoch = state.restore_latest()
+    if first_epoch:
+        log.info("resuming %s from epoch %d of %d", run_dir, first_epoch, epochs)
+
+    train_seconds = 0.0
+    if first_epoch < epochs:
+        train_seconds = _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose)
+    images_seen = (epochs - first_epoch) * steps * batch_size
+
+    metrics = _evaluate(config, run_dir, encoder, splits, verbose)
+    metrics.update(
+        {
+            "train_seconds": round(train_seconds, 2),
+            "images_per_second": round(images_seen / train_seconds, 1) if train_seconds else None,
+            "epochs": epochs,
+            "steps_per_epoch": steps,
+            "batch_size": batch_size,
+            "resumed_from_epoch": first_epoch,
+            "pretext_val": _pretext_val(method, splits, config),
+        }
+    )
+    _write_outputs(run_dir, encoder, splits, metrics)
+    return metrics
+
+
+def _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose) -> float:
+    train = splits.train
+    dataset = make_pipeline(
+        train.images,
+        train.labels,
+        batch_size=config.trainer.batch_size,
+        shuffle=True,
+        seed=config.trainer.seed,
+        first_epoch=first_epoch,
+        num_epochs=config.trainer.epochs - first_epoch,
+        steps_per_epoch=steps,
+        augment=method.augment,
+    )
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        EpochCheckpoint(state, config.trainer.checkpoint_every, config.trainer.epochs),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+    ]
+    start = time.perf_counter()
+    try:
+        method.fit(
+            dataset,
+            epochs=config.trainer.epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except RuntimeError as error:
+        if "NaN" not in str(error) and "Inf" not in str(error):
+            raise
+        raise TrainingDivergedError(
+            f"training diverged: {error}. The last good checkpoint is kept at "
+            f"{state.latest or '(none yet: it failed in the first epoch)'}; lower optimizer.learning_rate "
+            "or add warmup (optimizer.warmup_epochs), then rerun the same command to resume from it."
+        ) from error
+    return time.perf_counter() - start
+
+
+def _pretext_val(method, splits, config) -> Dict[str, float]:
+    """The pretext task's own metrics on the validation split (e.g. rotation accuracy)."""
+    val = splits.val
+    batch = min(config.trainer.batch_size, len(val.labels))
+    dataset = make_pipeline(
+        val.images, val.labels, batch_size=batch, shuffle=False, seed=config.trainer.seed,
+        augment=method.augment,
+    )
+    results = method.evaluate(dataset, verbose=0, return_dict=True)
+    return {name: round(float(np.mean(value)), 4) for name, value in results.items()}
+
+
+def _evaluate(config: Config, run_dir: Path, encoder, splits, verbose) -> Dict[str, Any]:
+    """kNN and linear probe for the trained encoder and the same encoder at its initial weights."""
+    evaluation = config.eval
+    trained, head = evaluate_encoder(encoder, splits, evaluation)
+    metrics: Dict[str, Any] = {
+        "method": config.method.name,
+        "encoder": config.encoder.name,
+        "dataset": dataset_label(config),
+        "knn_top1": trained["knn_top1"],
+        "linear_top1": trained["linear_top1"],
+    }
+    if evaluation.random_init:
+        initial = build_encoder(config.encoder.name, config.data.image_size, **config.encoder.options)
+        initial.load_weights(run_dir / INIT_WEIGHTS)
+        baseline, _ = evaluate_encoder(initial, splits, evaluation)
+        metrics["random_init"] = {"knn_top1": baseline["knn_top1"], "linear_top1": baseline["linear_top1"]}
+    metrics["data"] = {
+        "num_train": int(len(splits.train.labels)),
+        "num_val": int(len(splits.val.labels)),
+        "class_names": list(splits.class_names),
+        **{k: v for k, v in splits.stats.items()},
+    }
+    metrics["machine"] = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "sslzoo": __version__,
+    }
+    atomic_write(run_dir / "linear_head.keras", lambda tmp: head.save(tmp))
+    return metrics
+
+
+def _write_outputs(run_dir: Path, encoder, splits, metrics: Dict[str, Any]) -> None:
+    atomic_write(run_dir / "encoder.keras", lambda tmp: encoder.save(tmp))
+    # A few validation images travel with the run so export.py can measure parity on real inputs.
+    samples = splits.val.images[:32]
+    atomic_write(run_dir / PARITY_SAMPLES, lambda tmp: np.save(tmp, samples, allow_pickle=False))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def evaluate_run(run_dir: str | Path) -> Dict[str, Any]:
+    """Re-evaluates a finished run's encoder (train.py --eval-only, python -m sslzoo.evaluate)."""
+    from sslzoo.config import load
+
+    run_dir = Path(run_dir)
+    config = load(run_dir / "config.yaml")
+    encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
+    splits = load_splits(config.data)
+    metrics = _evaluate(config, run_dir, encoder, splits, verbose=0)
+    previous = run_dir / "metrics.json"
+    if previous.exists():
+        metrics = {**json.loads(previous.read_text()), **metrics}
+    atomic_write_text(previous, json.dumps(metrics, indent=2, default=_json_default))
+    return metrics

@@ -1,0 +1,76 @@
+"""Pretext transforms: geometric facts, checked eagerly and inside tf.data (they can differ)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sslzoo.augment import random_crop_with_padding, random_flip_left_right, rotate_batch
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.random((5, 8, 8, 3)).astype("float32")
+SEED = tf.constant([3, 7])
+
+
+def in_tf_data(fn, *args):
+    """Runs fn inside Dataset.map (graph mode), the way the pipeline does."""
+    dataset = tf.data.Dataset.from_tensors(args).map(lambda *a: fn(*a))
+    return tf.nest.map_structure(lambda t: t.numpy(), next(iter(dataset)))
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf.data"])
+def test_rotation_k_equals_np_rot90(mode):
+    turns = (0, 1, 2, 3)
+    fn = lambda x: rotate_batch(x, turns)  # noqa: E731
+    rotated, labels = fn(tf.constant(IMAGES)) if mode == "eager" else in_tf_data(fn, IMAGES)
+    rotated, labels = np.asarray(rotated), np.asarray(labels)
+    batch = len(IMAGES)
+    for r, k in enumerate(turns):
+        block = rotated[r * batch:(r + 1) * batch]
+        np.testing.assert_array_equal(block, np.rot90(IMAGES, k, axes=(1, 2)))
+        np.testing.assert_array_equal(labels[r * batch:(r + 1) * batch], r)
+    # Label r of a rotated image is recoverable: rotating it back by -k gives the original exactly.
+    np.testing.assert_array_equal(np.rot90(rotated[2 * batch], -2), IMAGES[0])
+
+
+def test_rotation_subset_labels_index_the_subset():
+    rotated, labels = rotate_batch(tf.constant(IMAGES), (0, 2))
+    np.testing.assert_array_equal(rotated[len(IMAGES):], np.rot90(IMAGES, 2, axes=(1, 2)))
+    assert set(labels.numpy()) == {0, 1}
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf.data"])
+def test_crop_is_an_exact_shifted_window_within_padding(mode):
+    padding = 2
+    fn = lambda x, s: random_crop_with_padding(x, padding, s)  # noqa: E731
+    out = fn(tf.constant(IMAGES), SEED).numpy() if mode == "eager" else in_tf_data(fn, IMAGES, SEED)
+    padded = np.pad(IMAGES, [(0, 0), (padding, padding), (padding, padding), (0, 0)])
+    offsets = []
+    for image, crop in zip(padded, out):
+        matches = [
+            (dy, dx)
+            for dy in range(2 * padding + 1)
+            for dx in range(2 * padding + 1)
+            if np.array_equal(image[dy:dy + 8, dx:dx + 8], crop)
+        ]
+        assert matches, "crop is not a window of the padded image"
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 1, "every image got the same offset: crops must be per image"
+
+
+def test_crop_and_flip_are_reproducible_for_a_seed():
+    a = random_crop_with_padding(tf.constant(IMAGES), 4, SEED)
+    b = random_crop_with_padding(tf.constant(IMAGES), 4, SEED)
+    c = random_crop_with_padding(tf.constant(IMAGES), 4, tf.constant([3, 8]))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf.data"])
+def test_flip_mirrors_some_images_exactly(mode):
+    images = np.tile(IMAGES, (8, 1, 1, 1))
+    fn = lambda x, s: random_flip_left_right(x, s)  # noqa: E731
+    out = fn(tf.constant(images), SEED).numpy() if mode == "eager" else in_tf_data(fn, images, SEED)
+    flipped = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)]
+    kept = [np.array_equal(o, i) for o, i in zip(out, images)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 0 < sum(flipped) < len(images)

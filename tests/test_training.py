@@ -1,0 +1,148 @@
+"""The shared training path: run folder, resume after kill -9, NaN stop, mirrored strategy, export."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from sslzoo import config as config_lib
+from sslzoo.config import ConfigError
+from sslzoo.training.trainer import TrainingDivergedError, train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "data.synthetic_examples=400", "encoder.options.width=0.25", "method.options.head_width=16",
+    "trainer.batch_size=32", "eval.linear_epochs=2", "eval.knn_k=20",
+]
+
+
+def small_config(*overrides):
+    return config_lib.load(ROOT / "zoo_configs/rotnet_convnet_small_synthetic.yaml", [*SMALL, *overrides])
+
+
+def run_cli(*args, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "rotnet"
+    metrics = train_run(small_config("trainer.epochs=2"), run, verbose=0)
+    return run, metrics
+
+
+def test_run_folder_has_everything(finished_run):
+    run, metrics = finished_run
+    for name in ["config.yaml", "metrics.json", "encoder.keras", "linear_head.keras", "history.csv",
+                 "init.weights.h5", "parity_samples.npy"]:
+        assert (run / name).exists(), name
+    assert list((run / "checkpoints").glob("ckpt-2*")), "no checkpoint for the last epoch"
+    assert list((run / "logs").rglob("events.out.tfevents*")), "no TensorBoard logs"
+    written = json.loads((run / "metrics.json").read_text())
+    for key in ["method", "encoder", "dataset", "knn_top1", "linear_top1", "train_seconds", "images_per_second"]:
+        assert key in written, key
+    assert set(written["random_init"]) == {"knn_top1", "linear_top1"}
+    assert written["data"]["bad_images"] == 0 and written["method"] == "rotnet"
+    assert 0 <= written["knn_top1"] <= 100 and 0 <= written["pretext_val"]["rotation_top1"] <= 1
+    assert config_lib.load(run / "config.yaml") == small_config("trainer.epochs=2")
+
+
+def test_rerun_of_a_finished_run_does_not_train_again(finished_run):
+    run, _ = finished_run
+    metrics = train_run(small_config("trainer.epochs=2"), run, verbose=0)
+    assert metrics["resumed_from_epoch"] == 2 and metrics["train_seconds"] == 0
+
+
+def test_a_different_config_on_the_same_folder_is_refused(finished_run):
+    run, _ = finished_run
+    with pytest.raises(ConfigError, match="different config"):
+        train_run(small_config("trainer.epochs=3", "optimizer.learning_rate=0.5"), run, verbose=0)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path / "nan"
+    config = small_config("trainer.epochs=2")
+    train_run(config, run, verbose=0)  # two good epochs
+    good = sorted(p.name for p in (run / "checkpoints").iterdir())
+    # Continue the same run for more epochs with an absurd learning rate: the loss explodes.
+    diverging = small_config("trainer.epochs=4", "optimizer.learning_rate=1e12", "optimizer.schedule=constant")
+    (run / "config.yaml").unlink()
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint") as error:
+        train_run(diverging, run, verbose=0)
+    assert "ckpt-2" in str(error.value)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == good
+
+
+def _encoder_weights(run):
+    return keras.saving.load_model(run / "encoder.keras").get_weights()
+
+
+def test_kill_9_then_rerun_resumes_and_matches_uninterrupted(tmp_path):
+    overrides = [*SMALL, "trainer.epochs=3", "data.synthetic_examples=800"]
+    sets = ["--set", *overrides]
+    config = ["--config", "zoo_configs/rotnet_convnet_small_synthetic.yaml", "--quiet"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *config, *sets, "--output", str(killed)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not list((killed / "checkpoints").glob("ckpt-1.index")) and time.time() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before the kill"
+
+    resumed = run_cli("train.py", *config, *sets, "--output", str(killed), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads((killed / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] >= 1
+
+    straight = tmp_path / "straight"
+    done = run_cli("train.py", *config, *sets, "--output", str(straight), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for a, b in zip(_encoder_weights(killed), _encoder_weights(straight)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    run = tmp_path / "mirrored"
+    result = run_cli(
+        "train.py", "--config", "zoo_configs/rotnet_convnet_small_synthetic.yaml", "--quiet",
+        "--set", *SMALL, "trainer.epochs=1", "trainer.strategy=mirrored", "trainer.cpu_replicas=2",
+        "--output", str(run), timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(metrics["pretext_val"]["loss"])
+
+
+def test_export_cli_writes_and_refuses_to_overwrite(finished_run, tmp_path):
+    run, _ = finished_run
+    out = tmp_path / "exported" / "rotnet_tiny"
+    first = run_cli("export.py", "--run", str(run), "--output", str(out), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["method"] == "rotnet" and (out / "1" / "saved_model.pb").exists()
+    assert "python train.py" in card["reproduce"]
+    before = (out / "model_card.json").read_bytes()
+    again = run_cli("export.py", "--run", str(run), "--output", str(out), timeout=600)
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert (out / "model_card.json").read_bytes() == before
+
+
+def test_train_cli_reports_config_errors_before_work(tmp_path):
+    result = run_cli("train.py", "--config", "zoo_configs/rotnet_convnet_small_synthetic.yaml",
+                     "--set", "trainer.epoch=1", "--output", str(tmp_path / "x"), timeout=120)
+    assert result.returncode == 2 and "trainer.epoch" in result.stderr
+    assert not (tmp_path / "x").exists()
