@@ -31,18 +31,27 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Import after argument parsing so --help is instant.
     from sslzoo import config as config_lib
-    from sslzoo.training.trainer import evaluate_run, train_run
+    from sslzoo.data import DataError
+    from sslzoo.training.trainer import TrainingDivergedError, check_names, evaluate_run, train_run
 
     try:
         config = config_lib.load(args.config, args.set)
+        check_names(config)
     except config_lib.ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     output = Path(args.output or Path("runs") / Path(args.config).stem)
-    if args.eval_only:
-        metrics = evaluate_run(output)
-    else:
-        metrics = train_run(config, output, verbose=0 if args.quiet else "auto")
+    try:
+        if args.eval_only:
+            metrics = evaluate_run(output)
+        else:
+            metrics = train_run(config, output, verbose=0 if args.quiet else "auto")
+    except (config_lib.ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(summary(output, metrics))
     return 0
 

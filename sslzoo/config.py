@@ -58,7 +58,7 @@ class OptimizerConfig:
     schedule: str = "cosine"  # cosine | piecewise | constant
     warmup_epochs: float = 0.0
     boundaries: List[float] = field(default_factory=list)  # piecewise: epochs where the rate changes
-    values: List[float] = field(default_factory=list)  # piecewise: len(boundaries) + 1 rates
+    values: List[float] = field(default_factory=list)  # piecewise: len(boundaries) + 1 rates (learning_rate unused)
 
 
 @dataclass
@@ -211,7 +211,12 @@ def validate(config: Config) -> None:
         (config.optimizer.schedule != "piecewise"
          or len(config.optimizer.values) == len(config.optimizer.boundaries) + 1,
          "optimizer.values must have one more entry than optimizer.boundaries"),
+        (config.optimizer.warmup_epochs >= 0, "optimizer.warmup_epochs must be >= 0"),
+        (all(0 < a < b for a, b in zip(config.optimizer.boundaries, config.optimizer.boundaries[1:] + [float("inf")])),
+         "optimizer.boundaries must be positive epochs in increasing order"),
         (config.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
+        (config.eval.knn_temperature > 0, "eval.knn_temperature must be > 0"),
+        (config.eval.linear_epochs >= 1, "eval.linear_epochs must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

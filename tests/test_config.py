@@ -103,3 +103,16 @@ def test_zoo_config_methods_and_encoders_exist():
     for path in ZOO_CONFIGS:
         config = config_lib.load(path)
         assert config.method.name in METHODS and config.encoder.name in ENCODERS
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("optimizer.boundaries=[60, 30]", "increasing order"),
+        ("optimizer.warmup_epochs=-1", "warmup_epochs must be >= 0"),
+        ("eval.knn_temperature=0", "knn_temperature must be > 0"),
+    ],
+)
+def test_range_checks(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        config_lib.from_dict({}, [override])

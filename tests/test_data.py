@@ -266,6 +266,18 @@ def test_an_epoch_started_directly_reproduces_that_epoch_of_a_full_run():
         assert np.array_equal(a_labels, b_labels) and np.array_equal(a_images, b_images)
 
 
+def test_steps_per_epoch_takes_a_fresh_prefix_of_every_epoch():
+    images, labels = _indexed_images()
+    full = _batches(make_pipeline(images, labels, batch_size=8, seed=3, num_epochs=2))
+    short = _batches(make_pipeline(images, labels, batch_size=8, seed=3, num_epochs=2, steps_per_epoch=2))
+    per_epoch = N // 8
+    assert len(short) == 4
+    # Epoch e of the short run is the first two batches of epoch e of the full run.
+    for e in range(2):
+        for i in range(2):
+            assert np.array_equal(short[2 * e + i][1], full[e * per_epoch + i][1])
+
+
 def test_epochs_are_different_permutations():
     images, labels = _indexed_images()
     batches = _batches(make_pipeline(images, labels, batch_size=10, seed=0, num_epochs=3, drop_remainder=False))

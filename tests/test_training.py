@@ -146,3 +146,39 @@ def test_train_cli_reports_config_errors_before_work(tmp_path):
                      "--set", "trainer.epoch=1", "--output", str(tmp_path / "x"), timeout=120)
     assert result.returncode == 2 and "trainer.epoch" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_eval_only_reevaluates_the_trained_encoder(finished_run):
+    run, metrics = finished_run
+    from sslzoo.training.trainer import evaluate_run
+
+    again = evaluate_run(run)
+    # Same encoder, same split, same probe seed: the same numbers.
+    assert again["knn_top1"] == metrics["knn_top1"]
+    assert again["linear_top1"] == pytest.approx(metrics["linear_top1"], abs=0.5)
+    assert again["train_seconds"] == metrics["train_seconds"]  # training figures are kept
+
+
+def test_mixed_bfloat16_trains_and_leaves_the_global_policy_alone(tmp_path):
+    metrics = train_run(small_config("trainer.epochs=1", "trainer.mixed_precision=mixed_bfloat16"),
+                        tmp_path / "bf16", verbose=0)
+    assert np.isfinite(metrics["pretext_val"]["loss"])
+    assert keras.mixed_precision.global_policy().name == "float32"
+    encoder = keras.saving.load_model(tmp_path / "bf16" / "encoder.keras")
+    assert encoder.get_layer("feature_map").dtype_policy.compute_dtype == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["encoder.name=resnet19"], "encoder.name 'resnet19' is not registered; available: convnet_small"),
+        (["method.name=rotnet2"], "method.name 'rotnet2' is not registered; available: rotnet"),
+        (["encoder.options.depth=3"], "encoder.options depth not accepted by 'convnet_small'"),
+        (["data.source=folder", "data.path=/nonexistent/images"], "does not exist"),
+    ],
+)
+def test_train_cli_names_bad_input_and_its_fix(tmp_path, overrides, fragment):
+    result = run_cli("train.py", "--config", "zoo_configs/rotnet_convnet_small_synthetic.yaml",
+                     "--set", *overrides, "--output", str(tmp_path / "x"), timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert fragment in result.stderr and "Traceback" not in result.stderr

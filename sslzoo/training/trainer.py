@@ -20,12 +20,13 @@ import tensorflow as tf
 import yaml
 
 from sslzoo import __version__
-from sslzoo.backbones import build_encoder
-from sslzoo.config import Config, ConfigError, dump
+from sslzoo.backbones import build_encoder, encoder_options
+from sslzoo.config import Config, ConfigError
 from sslzoo.data import load_splits, make_pipeline
 from sslzoo.evaluation.protocol import evaluate_encoder
 from sslzoo.methods import build_method
 from sslzoo.optimizers import build_optimizer
+from sslzoo.registry import ENCODERS, METHODS
 from sslzoo.training.checkpoints import EpochCheckpoint, RunState, atomic_write, atomic_write_text
 from sslzoo.training.strategy import make_strategy
 
@@ -71,15 +72,39 @@ def _check_run_folder(config: Config, run_dir: Path) -> None:
             )
 
 
+def check_names(config: Config) -> None:
+    """Unknown method or encoder names fail before any data is read, listing the registered ones."""
+    for kind, registry, name in (("method.name", METHODS, config.method.name),
+                                 ("encoder.name", ENCODERS, config.encoder.name)):
+        if name not in registry:
+            raise ConfigError(f"{kind} '{name}' is not registered; available: {', '.join(registry.names())}")
+    allowed = encoder_options(config.encoder.name)
+    unknown = sorted(set(config.encoder.options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"encoder.options {', '.join(unknown)} not accepted by '{config.encoder.name}'; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
 def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") -> Dict[str, Any]:
     """Pretrains, evaluates and writes the run folder; returns the metrics written to metrics.json."""
     run_dir = Path(run_dir)
+    check_names(config)
     _check_run_folder(config, run_dir)
     # The strategy first: a mirrored run on CPUs must split the CPU before TensorFlow initialises.
     strategy = make_strategy(config.trainer.strategy, config.trainer.cpu_replicas)
     keras.utils.set_random_seed(config.trainer.seed)
+    previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
+    try:
+        return _train(config, run_dir, strategy, verbose)
+    finally:
+        # The policy is process-global; a run must not change what later code in the process builds.
+        keras.mixed_precision.set_global_policy(previous_policy)
 
+
+def _train(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
     splits = load_splits(config.data)
     num_classes = len(splits.class_names)
     batch_size = config.trainer.batch_size
@@ -93,7 +118,7 @@ def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") 
     epochs = config.trainer.epochs
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump(config, run_dir / "config.yaml")
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     with strategy.scope():
         encoder, method = build_models(config, num_classes)
         optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
@@ -113,7 +138,7 @@ def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") 
         train_seconds = _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose)
     images_seen = (epochs - first_epoch) * steps * batch_size
 
-    metrics = _evaluate(config, run_dir, encoder, splits, verbose)
+    metrics = _evaluate(config, run_dir, encoder, splits)
     metrics.update(
         {
             "train_seconds": round(train_seconds, 2),
@@ -157,6 +182,7 @@ def _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose) ->
             steps_per_epoch=steps,
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the pipeline shuffles, per epoch and reproducibly
         )
     except RuntimeError as error:
         if "NaN" not in str(error) and "Inf" not in str(error):
@@ -181,10 +207,10 @@ def _pretext_val(method, splits, config) -> Dict[str, float]:
     return {name: round(float(np.mean(value)), 4) for name, value in results.items()}
 
 
-def _evaluate(config: Config, run_dir: Path, encoder, splits, verbose) -> Dict[str, Any]:
+def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
     """kNN and linear probe for the trained encoder and the same encoder at its initial weights."""
     evaluation = config.eval
-    trained, head = evaluate_encoder(encoder, splits, evaluation)
+    trained, head = evaluate_encoder(encoder, splits, evaluation, seed=config.trainer.seed)
     metrics: Dict[str, Any] = {
         "method": config.method.name,
         "encoder": config.encoder.name,
@@ -195,7 +221,7 @@ def _evaluate(config: Config, run_dir: Path, encoder, splits, verbose) -> Dict[s
     if evaluation.random_init:
         initial = build_encoder(config.encoder.name, config.data.image_size, **config.encoder.options)
         initial.load_weights(run_dir / INIT_WEIGHTS)
-        baseline, _ = evaluate_encoder(initial, splits, evaluation)
+        baseline, _ = evaluate_encoder(initial, splits, evaluation, seed=config.trainer.seed)
         metrics["random_init"] = {"knn_top1": baseline["knn_top1"], "linear_top1": baseline["linear_top1"]}
     metrics["data"] = {
         "num_train": int(len(splits.train.labels)),
@@ -238,7 +264,7 @@ def evaluate_run(run_dir: str | Path) -> Dict[str, Any]:
     config = load(run_dir / "config.yaml")
     encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
     splits = load_splits(config.data)
-    metrics = _evaluate(config, run_dir, encoder, splits, verbose=0)
+    metrics = _evaluate(config, run_dir, encoder, splits)
     previous = run_dir / "metrics.json"
     if previous.exists():
         metrics = {**json.loads(previous.read_text()), **metrics}

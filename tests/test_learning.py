@@ -1,0 +1,70 @@
+"""RotNet learns: on the CIFAR-10 validation split its encoder beats the same encoder at random init.
+
+The whole user path runs here, as a user runs it: train.py on the CIFAR folder -> export.py -> sslzoo.load.
+Budget: 20,000 of the 50,000 training images (18,000 train / 2,000 validation, stratified), 5 epochs,
+about 4 minutes on 2 CPU cores with the config's half-width ConvNet. Measured on that machine: kNN 44.9 vs 34.3 at random init (+10.6),
+linear 51.3 vs 42.2 (+9.1). The asserted margin is 5 points on both, half the measured gain.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import sslzoo
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train"
+MARGIN = 5.0
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory):
+    if not CIFAR.is_dir():
+        pytest.fail(
+            f"CIFAR-10 images not found at {CIFAR}: the learning test needs ../shared/data/cifar10/train "
+            "beside the repository (CI has it). This is a failure, not a skip: RotNet's learning is unproven."
+        )
+    run = tmp_path_factory.mktemp("cifar") / "rotnet"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "train.py", "--config", "zoo_configs/rotnet_convnet_small_cifar10.yaml", "--quiet",
+        "--set", "data.source=folder", "data.path=../shared/data/cifar10/train",
+        "data.max_examples=20000", "trainer.epochs=5", "--output", str(run),
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)
+    return run, json.loads((run / "metrics.json").read_text())
+
+
+def test_rotnet_beats_its_random_init_encoder_on_cifar10_validation(cifar_run):
+    _, metrics = cifar_run
+    baseline = metrics["random_init"]
+    assert metrics["data"]["num_val"] == 2000 and metrics["data"]["bad_images"] == 0
+    assert metrics["knn_top1"] >= baseline["knn_top1"] + MARGIN, metrics
+    assert metrics["linear_top1"] >= baseline["linear_top1"] + MARGIN, metrics
+    # The pretext task itself is learned well above chance (25% for four rotations).
+    assert metrics["pretext_val"]["rotation_top1"] > 0.5
+
+
+def test_cifar_run_exports_and_loads(cifar_run, tmp_path):
+    run, metrics = cifar_run
+    out = tmp_path / "exported" / "rotnet_convnet_small_cifar10"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "export.py", "--run", str(run), "--output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    encoder = sslzoo.load(str(out))
+    images = np.load(run / "parity_samples.npy").astype("float32") / 255.0
+    reference = keras.saving.load_model(run / "encoder.keras", safe_mode=True)
+    np.testing.assert_allclose(encoder.predict(images, verbose=0), reference.predict(images, verbose=0), atol=1e-5)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["knn_top1"] == metrics["knn_top1"] and card["method"] == "rotnet"
