@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import site
 import subprocess
 import sys
 import textwrap
@@ -137,9 +138,13 @@ def test_saved_model_runs_with_tensorflow_alone(exported, tmp_path):
     repo = str(Path(__file__).resolve().parents[1])
     images = random_images(3, seed=13)
     np.save(tmp_path / "images.npy", images)
+    # `python -S` skips site-packages' .pth files, so an editable install of sslzoo (pip install -e, as
+    # `make test` does) cannot put it back on the path; site-packages itself is added by hand for TF.
+    site_dirs = [p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)]
     script = textwrap.dedent(f"""
         import sys
         sys.path = [p for p in sys.path if p not in ("", {repo!r}) and not p.startswith({repo!r})]
+        sys.path.extend({site_dirs!r})
         try:
             import sslzoo
             print("SSLZOO_IMPORTABLE")
@@ -152,7 +157,7 @@ def test_saved_model_runs_with_tensorflow_alone(exported, tmp_path):
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SSLZOO_IMPORTABLE" not in result.stdout  # the subprocess really had no sslzoo

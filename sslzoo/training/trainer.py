@@ -133,25 +133,36 @@ def _train(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
     if first_epoch:
         log.info("resuming %s from epoch %d of %d", run_dir, first_epoch, epochs)
 
-    train_seconds = 0.0
     if first_epoch < epochs:
         train_seconds = _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose)
-    images_seen = (epochs - first_epoch) * steps * batch_size
+        speed = {
+            "train_seconds": round(train_seconds, 2),
+            "images_per_second": round((epochs - first_epoch) * steps * batch_size / train_seconds, 1),
+            "resumed_from_epoch": first_epoch,
+        }
+    else:
+        # Nothing left to train: keep the figures of the run that did the training.
+        speed = _previous_speed(run_dir)
 
     metrics = _evaluate(config, run_dir, encoder, splits)
     metrics.update(
         {
-            "train_seconds": round(train_seconds, 2),
-            "images_per_second": round(images_seen / train_seconds, 1) if train_seconds else None,
+            **speed,
             "epochs": epochs,
             "steps_per_epoch": steps,
             "batch_size": batch_size,
-            "resumed_from_epoch": first_epoch,
             "pretext_val": _pretext_val(method, splits, config),
         }
     )
     _write_outputs(run_dir, encoder, splits, metrics)
     return metrics
+
+
+def _previous_speed(run_dir: Path) -> Dict[str, Any]:
+    keys = ("train_seconds", "images_per_second", "resumed_from_epoch")
+    path = run_dir / "metrics.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    return {key: previous.get(key) for key in keys}
 
 
 def _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose) -> float:
