@@ -238,7 +238,7 @@ def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
         "num_train": int(len(splits.train.labels)),
         "num_val": int(len(splits.val.labels)),
         "class_names": list(splits.class_names),
-        **{k: v for k, v in splits.stats.items()},
+        **splits.stats,
     }
     metrics["machine"] = {
         "platform": platform.platform(),
