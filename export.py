@@ -1,9 +1,14 @@
-"""Export a trained run's encoder: SavedModel (TF Serving layout), TFLite, .keras and a model card.
+"""Export a trained run's encoder for TF Serving, LiteRT and sslzoo.load.
 
     python export.py --run runs/<name> --output exported/<name> [--force]
+        [--head none|linear|finetune] [--tflite float32,float16,dynamic,int8] [--int8-io]
+        [--allow-accuracy-drop] [--no-evaluate] [--format onnx]
 
-An existing export is never overwritten unless --force; the new export is written to a temporary folder
-and renamed into place, so a failure leaves the previous export intact.
+Writes a SavedModel in TF Serving layout (<output>/1/: serving_default, embed_images, and classify /
+classify_bytes with a head), TFLite variants with their measured quality in model_card.json, the Keras
+encoder, labels.txt and a classifier .tflite with a head. An existing export is never overwritten unless
+--force; the new export is written to a temporary folder and renamed into place, so a failure leaves the
+previous export intact.
 """
 
 from __future__ import annotations
@@ -18,16 +23,35 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True, help="run folder written by train.py")
     parser.add_argument("--output", required=True, help="export folder, e.g. exported/<name>")
     parser.add_argument("--force", action="store_true", help="replace an existing export")
+    parser.add_argument("--head", default="none", choices=["none", "linear", "finetune"],
+                        help="attach the run's linear probe head, or export its fine-tuned encoder + head")
+    parser.add_argument("--tflite", default="float32",
+                        help="comma-separated TFLite variants: float32,float16,dynamic,int8 (float32 always)")
+    parser.add_argument("--int8-io", action="store_true", help="int8 input/output tensors for the int8 variant")
+    parser.add_argument("--allow-accuracy-drop", action="store_true",
+                        help="export even if a TFLite variant loses more than 2 points of top-1")
+    parser.add_argument("--format", action="append", default=[], choices=["onnx"],
+                        help="extra formats besides SavedModel/TFLite/.keras: onnx (encoder.onnx)")
+    parser.add_argument("--no-evaluate", action="store_true",
+                        help="skip the validation top-1 of each TFLite variant (no data needed unless int8)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from sslzoo.data import DataError
     from sslzoo.export import ExportExistsError
     from sslzoo.export.from_run import export_run
+    from sslzoo.export.tflite_quality import AccuracyDropError
 
+    variants = [v.strip() for v in args.tflite.split(",") if v.strip()]
     try:
-        path = export_run(args.run, args.output, force=args.force)
-    except (ExportExistsError, FileNotFoundError) as error:
+        path = export_run(args.run, args.output, force=args.force, head=args.head, tflite=variants,
+                          int8_io=args.int8_io, allow_accuracy_drop=args.allow_accuracy_drop,
+                          evaluate=not args.no_evaluate, onnx="onnx" in args.format)
+    except (ExportExistsError, FileNotFoundError, DataError, ValueError) as error:
         print(f"export error: {error}", file=sys.stderr)
         return 2
+    except AccuracyDropError as error:
+        print(f"export refused: {error} (pass --allow-accuracy-drop to export anyway)", file=sys.stderr)
+        return 3
     print(f"exported {args.run} -> {path}")
     return 0
 

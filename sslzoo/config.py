@@ -83,6 +83,9 @@ class EvalConfig:
     linear_weight_decay: float = 1e-4
     linear_batch_size: int = 256
     random_init: bool = True  # also evaluate the identical encoder untrained, on the same split
+    finetune_epochs: int = 0  # > 0: also fine-tune encoder + head end to end (export.py --head finetune)
+    finetune_label_fraction: float = 0.1  # stratified share of the training labels for fine-tuning
+    finetune_learning_rate: float = 1e-3
 
 
 @dataclass
@@ -217,6 +220,8 @@ def validate(config: Config) -> None:
         (config.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
         (config.eval.knn_temperature > 0, "eval.knn_temperature must be > 0"),
         (config.eval.linear_epochs >= 1, "eval.linear_epochs must be >= 1"),
+        (config.eval.finetune_epochs >= 0, "eval.finetune_epochs must be >= 0"),
+        (0.0 < config.eval.finetune_label_fraction <= 1.0, "eval.finetune_label_fraction must be in (0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

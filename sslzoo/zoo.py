@@ -4,14 +4,24 @@
 encoder = sslzoo.load("simclr_resnet18_cifar10")                 # keras.Model, trainable
 served = sslzoo.load("simclr_resnet18_cifar10", format="saved_model")
 served.signatures["serving_default"](images=x)["features"]
+lite = sslzoo.load("simclr_resnet18_cifar10", format="tflite", variant="int8")  # encoder_int8.tflite
+classifier = sslzoo.load("simclr_resnet18_cifar10", head=True)  # images -> class probabilities
 sslzoo.list_models()
 ```
-Resolution order for a name (first hit wins, like PATH): each folder in `$SSLZOO_EXPORTED`
-(os.pathsep-separated), the repository's `exported/`, then `./exported`. An existing path is used as is.
+Resolution order for a name (first hit wins, like PATH):
+1. local exports: each folder in `$SSLZOO_EXPORTED` (os.pathsep-separated), the repository's `exported/`,
+   then `./exported`;
+2. the download cache `$SSLZOO_HOME/<name>` (default `~/.cache/sslzoo/<name>`);
+3. a remote index, only if one is configured (`load(..., index_url=...)` or `$SSLZOO_INDEX_URL`): the model
+   is downloaded into the cache, verified file by file against the index and then against its model card
+   (see `sslzoo.zoo_remote`). **No remote URL is contacted unless you configure one**; there is no default.
+An existing path is used as is.
 
 Loading never deserializes code (DESIGN.md checklist item 9): every file's sha256 is checked against the
 model card first, `.keras` files load with `safe_mode=True`, and a `.keras` holding a `Lambda` layer is
-refused before Keras reads it.
+refused before Keras reads it. Cache hits are re-verified on every load; a cache entry that no longer
+matches its card raises `ArtifactIntegrityError` telling you to delete `<cache>/<name>` (it is never
+silently re-downloaded over: a changed cache file is worth a look).
 """
 
 from __future__ import annotations
@@ -21,9 +31,12 @@ import logging
 import os
 import zipfile
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
-from sslzoo.export.card import CARD_NAME, ArtifactIntegrityError, read_card, verify_files
+from sslzoo import zoo_remote
+from sslzoo.export.card import CARD_NAME, ArtifactIntegrityError, card_field, read_card, verify_files
+from sslzoo.zoo_remote import DownloadError, IndexUnreachableError, ModelIndexError
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +44,14 @@ EXPORT_ROOTS_ENV = "SSLZOO_EXPORTED"
 FORMATS = ("keras", "saved_model", "tflite")
 KERAS_FILE = "encoder.keras"
 TFLITE_FILE = "encoder.tflite"
+HEAD_FILE = "head.keras"
+LABELS_FILE = "labels.txt"
+DEFAULT_VARIANT = "float32"
 LIST_FIELDS = ("method", "encoder", "dataset", "knn_top1", "linear_top1")
 
-__all__ = ["load", "list_models", "resolve", "export_roots", "ModelNotFoundError", "ArtifactIntegrityError",
-           "UnsafeModelError"]
+__all__ = ["load", "list_models", "resolve", "export_roots", "load_labels", "tflite_variants",
+           "ModelNotFoundError", "ArtifactIntegrityError", "UnsafeModelError", "IndexUnreachableError",
+           "ModelIndexError", "DownloadError"]
 
 
 class ModelNotFoundError(LookupError):
@@ -74,18 +91,55 @@ def _local_exports() -> Dict[str, Path]:
     return found
 
 
-def _from_local_roots(name: str) -> Optional[Path]:
-    return _local_exports().get(name)
+@dataclass
+class _Lookup:
+    """One name lookup: the name, the index URL in effect, and the index (fetched at most once)."""
+
+    name: str
+    index_url: Optional[str] = None
+    _index: Optional[dict] = field(default=None, repr=False)
+
+    def index(self) -> Optional[dict]:
+        if self.index_url is None:
+            return None
+        if self._index is None:
+            self._index = zoo_remote.fetch_index(self.index_url)
+        return self._index
 
 
-# Name resolvers, tried in order. The deployment issue adds a verified download cache and a remote index
-# here (e.g. `_from_cache`, then `_from_index`, which downloads into the cache): each takes a name and
-# returns a local export folder or None.
-_RESOLVERS = [_from_local_roots]
+def _from_local_roots(lookup: _Lookup) -> Optional[Path]:
+    return _local_exports().get(lookup.name)
 
 
-def resolve(name_or_path: str | os.PathLike) -> Path:
-    """An export folder (with `model_card.json`) or a `.keras` file for a name or an existing path."""
+def _from_cache(lookup: _Lookup) -> Optional[Path]:
+    return zoo_remote.cached_models().get(lookup.name)
+
+
+def _from_index(lookup: _Lookup) -> Optional[Path]:
+    index = lookup.index()
+    if index is None or lookup.name not in index["models"]:
+        return None
+    _, base = zoo_remote.split_index_url(lookup.index_url)
+    return zoo_remote.download_model(lookup.name, index["models"][lookup.name], base)
+
+
+# Name resolvers, tried in order: each takes a `_Lookup` and returns a local export folder or None.
+_RESOLVERS = [_from_local_roots, _from_cache, _from_index]
+
+
+def _is_cache_entry(folder: Path) -> bool:
+    try:
+        return folder.resolve().parent == zoo_remote.cache_root().resolve()
+    except OSError:
+        return False
+
+
+def resolve(name_or_path: str | os.PathLike, index_url: Optional[str] = None) -> Path:
+    """An export folder (with `model_card.json`) or a `.keras` file for a name or an existing path.
+
+    A name not found locally or in the cache is looked up in the remote index (argument, else
+    `$SSLZOO_INDEX_URL`; none configured -> no network) and downloaded into the cache.
+    """
     path = Path(name_or_path).expanduser()
     if path.exists():
         if path.is_dir() and (path / CARD_NAME).is_file():
@@ -94,49 +148,151 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             return path
         raise ModelNotFoundError(f"'{path}' exists but is neither an export folder with {CARD_NAME} nor a "
                                  ".keras file")
-    name = str(name_or_path)
+    lookup = _Lookup(str(name_or_path), zoo_remote.index_url(index_url))
     for resolver in _RESOLVERS:
-        found = resolver(name)
+        found = resolver(lookup)
         if found is not None:
             return found
-    available = sorted(_local_exports())
+    local = sorted(_local_exports())
+    cached = sorted(set(zoo_remote.cached_models()) - set(local))
+    remote = sorted(set(zoo_remote.index_names(lookup.index() or {})) - set(local) - set(cached))
+    available = local + cached + remote
     roots = ", ".join(str(r) for r in export_roots())
+    where = (f"the index at {lookup.index_url}" if lookup.index_url
+             else f"no remote index (set {zoo_remote.INDEX_URL_ENV} or pass index_url= to add one)")
     raise ModelNotFoundError(
-        f"no model named '{name}'. Available: {', '.join(available) if available else '(none)'}. "
-        f"Looked in: {roots} (set {EXPORT_ROOTS_ENV} to add folders)"
+        f"no model named '{lookup.name}'. Available: {', '.join(available) if available else '(none)'}"
+        + (f" (local: {', '.join(local) or '-'}; cached: {', '.join(cached) or '-'}; "
+           f"in the index: {', '.join(remote) or '-'})" if lookup.index_url or cached else "")
+        + f". Looked in: {roots} (set {EXPORT_ROOTS_ENV} to add folders); the cache "
+        f"{zoo_remote.cache_root()} (set {zoo_remote.CACHE_HOME_ENV} to move it); {where}"
     )
 
 
 # ------------------------------------------------------------------------------------------ loading
 
 
-def load(name_or_path: str | os.PathLike, format: str = "keras"):
+def load(name_or_path: str | os.PathLike, format: str = "keras", variant: str = DEFAULT_VARIANT,
+         head: bool = False, index_url: Optional[str] = None):
     """Loads a zoo model after verifying every file's sha256 against its model card.
 
     Args:
         name_or_path: a zoo name, an export folder, or a `.keras` file.
         format: "keras" -> trainable `keras.Model` (predict/fit), loaded with `safe_mode=True`;
             "saved_model" -> `tf.saved_model.load` of the highest integer version (callable signatures);
-            "tflite" -> an `ai_edge_litert` interpreter.
+            "tflite" -> `sslzoo.export.litert_model.TFLiteModel` (`predict(images)`) when that module is
+            installed, else an `ai_edge_litert` Interpreter.
+        variant: TFLite variant: "float32" -> `encoder.tflite`, any other -> `encoder_<variant>.tflite`.
+            Only "float32" is valid for the other formats.
+        head: with format="keras", return encoder + classifier head (`head.keras`) as one Keras model,
+            images -> class probabilities (`load_labels` gives the class names).
+        index_url: remote index to use for a name not found locally or in the cache (default:
+            `$SSLZOO_INDEX_URL`; unset -> no network access).
+    Raises:
+        ModelNotFoundError: unknown name (the message lists local, cached and indexed names).
+        ArtifactIntegrityError: a file does not match its card or the index (nothing is cached).
+        IndexUnreachableError / DownloadError: the configured index or a file could not be fetched.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    location = resolve(name_or_path)
+    if head and format != "keras":
+        raise ValueError(f"head=True needs format='keras' (got {format!r}); the classifier head ships as "
+                         f"{HEAD_FILE}")
+    if variant != DEFAULT_VARIANT and format != "tflite":
+        raise ValueError(f"variant={variant!r} applies to format='tflite' only; {format} is float32")
+    location = resolve(name_or_path, index_url=index_url)
     if location.is_file():  # a bare .keras file
-        if format != "keras":
-            raise ValueError(f"'{location}' is a .keras file; format='{format}' needs an export folder")
+        if format != "keras" or head:
+            raise ValueError(f"'{location}' is a .keras file; format='{format}'"
+                             f"{' with head=True' if head else ''} needs an export folder")
         _verify_enclosing_export(location)
         return _load_keras(location)
-    verify_files(location)
+    card = _verify_export(location)
     if format == "keras":
+        if head:
+            return _load_with_head(location, card)
         return _load_keras(location / KERAS_FILE)
     if format == "saved_model":
         import tensorflow as tf
 
         return tf.saved_model.load(str(saved_model_version_dir(location)))
+    return _load_tflite(location, card, variant)
+
+
+def _verify_export(location: Path) -> dict:
+    """verify_files, with a how-to-fix hint when the broken export is a download-cache entry."""
+    try:
+        return verify_files(location)
+    except ArtifactIntegrityError as error:
+        if not _is_cache_entry(location):
+            raise
+        raise ArtifactIntegrityError(
+            f"the cached model at '{location}' failed verification: {error}. A cache entry never changes "
+            f"after a verified download, so it was modified or corrupted on disk; it is not re-downloaded "
+            f"automatically. Delete the folder '{location}' (e.g. rm -rf '{location}') and load again to "
+            "download a fresh copy."
+        ) from error
+
+
+def tflite_variants(card_or_dir: dict | str | os.PathLike) -> List[str]:
+    """TFLite variants an export holds: "float32" for encoder.tflite, "<v>" for encoder_<v>.tflite."""
+    card = card_or_dir if isinstance(card_or_dir, dict) else read_card(card_or_dir)
+    variants = []
+    for relative in card["files"]:
+        if relative == TFLITE_FILE:
+            variants.append(DEFAULT_VARIANT)
+        elif relative.startswith("encoder_") and relative.endswith(".tflite") and "/" not in relative:
+            variants.append(relative[len("encoder_"):-len(".tflite")])
+    return sorted(variants)
+
+
+def _tflite_file(variant: str) -> str:
+    return TFLITE_FILE if variant == DEFAULT_VARIANT else f"encoder_{variant}.tflite"
+
+
+def _load_tflite(location: Path, card: dict, variant: str):
+    present = tflite_variants(card)
+    if not isinstance(variant, str) or variant not in present:
+        raise ValueError(f"no TFLite variant {variant!r} in '{location}'; variants present: "
+                         f"{', '.join(present) if present else '(none)'}")
+    path = location / _tflite_file(variant)
+    try:
+        from sslzoo.export.litert_model import TFLiteModel
+    except ModuleNotFoundError as error:
+        if error.name != "sslzoo.export.litert_model":
+            raise
+    else:
+        return TFLiteModel(path)
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(model_path=str(location / TFLITE_FILE))
+    return Interpreter(model_path=str(path))
+
+
+def load_labels(name_or_path: str | os.PathLike, index_url: Optional[str] = None) -> Optional[List[str]]:
+    """Class names of an export's classifier head (`labels.txt`, one per line, verified), or None."""
+    location = resolve(name_or_path, index_url=index_url)
+    if location.is_file():
+        location = location.parent
+    card = _verify_export(location)
+    if LABELS_FILE not in card["files"]:
+        return None
+    return [line for line in (location / LABELS_FILE).read_text(encoding="utf-8").splitlines() if line]
+
+
+def _load_with_head(location: Path, card: dict):
+    """encoder.keras + head.keras chained into one Keras model: images -> class probabilities."""
+    if HEAD_FILE not in card["files"]:
+        raise FileNotFoundError(
+            f"'{location}' has no classifier head ({HEAD_FILE}); head=True needs an export made with a head "
+            "(export with --head). Load the encoder alone with head=False."
+        )
+    import keras
+
+    encoder = _load_keras(location / KERAS_FILE)
+    classifier = _load_keras(location / HEAD_FILE)
+    images = keras.Input(shape=tuple(encoder.input_shape[1:]), name="images")
+    probabilities = classifier(encoder(images))
+    return keras.Model(images, probabilities, name=f"{location.name}_classifier")
 
 
 def _verify_enclosing_export(keras_path: Path) -> None:
@@ -209,27 +365,32 @@ def _load_keras(path: Path):
 # ------------------------------------------------------------------------------------------ listing
 
 
-def _card_field(card: dict, key: str) -> Any:
-    """A card fact, top level first, then under "metrics"; a {"name": ...} mapping gives its name."""
-    value = card.get(key)
-    if value is None and isinstance(card.get("metrics"), dict):
-        value = card["metrics"].get(key)
-    if isinstance(value, dict):
-        value = value.get("name")
-    return value
+def list_models(remote: bool = False, index_url: Optional[str] = None) -> List[dict]:
+    """One dict per model, sorted by name: name, method, encoder, dataset, knn_top1, linear_top1, path.
 
-
-def list_models() -> List[dict]:
-    """One dict per local export, sorted by name: name, method, encoder, dataset, knn_top1, linear_top1, path."""
+    Local exports first, then models in the download cache (a local export shadows a cached one of the
+    same name). With `remote=True` and an index configured (argument or `$SSLZOO_INDEX_URL`), models
+    only in the index are added with `path=None` and the index's headline numbers.
+    """
     models = []
-    for name, folder in _local_exports().items():
+    folders = dict(zoo_remote.cached_models())
+    folders.update(_local_exports())
+    for name, folder in folders.items():
         try:
             card = read_card(folder)
         except ArtifactIntegrityError as error:
             logger.warning("skipping %s: %s", folder, error)
             continue
         entry = {"name": name}
-        entry.update({key: _card_field(card, key) for key in LIST_FIELDS})
+        entry.update({key: card_field(card, key) for key in LIST_FIELDS})
         entry["path"] = str(folder)
         models.append(entry)
+    url = zoo_remote.index_url(index_url)
+    if remote and url:
+        for name, indexed in zoo_remote.fetch_index(url)["models"].items():
+            if name not in folders and isinstance(indexed, dict):
+                entry = {"name": name}
+                entry.update({key: indexed.get(key) for key in LIST_FIELDS})
+                entry["path"] = None
+                models.append(entry)
     return sorted(models, key=lambda m: m["name"])

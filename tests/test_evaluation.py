@@ -138,3 +138,14 @@ def test_extract_features_matches_inference_mode_call():
     assert extract_features(encoder, images[:0]).shape == (0, 4)
     with pytest.raises(TypeError):
         extract_features(encoder, images.astype(np.float32))
+
+
+def test_labelled_subset_is_stratified_deterministic_and_keeps_every_class():
+    from sslzoo.evaluation import labelled_subset
+
+    labels = np.repeat(np.arange(5), 40)
+    subset = labelled_subset(labels, 0.1, seed=3)
+    assert len(subset) == 20 and np.bincount(labels[subset]).tolist() == [4] * 5
+    np.testing.assert_array_equal(subset, labelled_subset(labels, 0.1, seed=3))
+    assert not np.array_equal(subset, labelled_subset(labels, 0.1, seed=4))
+    assert set(labels[labelled_subset(labels, 0.001, seed=0)]) == set(range(5))

@@ -59,6 +59,33 @@ def snapshot(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def run_python_without_sslzoo(body: str, cwd, timeout: int = 180) -> subprocess.CompletedProcess:
+    """Runs `body` in a fresh Python where TensorFlow imports and sslzoo provably does not.
+
+    `python -S` skips site-packages' .pth files, so an editable install of sslzoo (pip install -e, as
+    `make test` does) cannot put it back on the path; site-packages itself is added by hand for TF.
+    """
+    repo = str(Path(__file__).resolve().parents[1])
+    site_dirs = [p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)]
+    preamble = f"""
+import sys
+sys.path = [p for p in sys.path if p not in ("", {repo!r}) and not p.startswith({repo!r})]
+sys.path.extend({site_dirs!r})
+try:
+    import sslzoo
+    print("SSLZOO_IMPORTABLE")
+except ImportError:
+    pass
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    result = subprocess.run([sys.executable, "-S", "-c", preamble + textwrap.dedent(body)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SSLZOO_IMPORTABLE" not in result.stdout  # the subprocess really had no sslzoo
+    return result
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     encoder = tiny_encoder()
@@ -82,9 +109,15 @@ def test_layout_and_card(exported):
     assert card["format_version"] == 1
     assert card["sslzoo_version"] == __import__("sslzoo").__version__
     assert card["created_utc"].endswith("Z")
-    assert [s["name"] for s in card["signatures"]] == ["serving_default"]
-    assert card["signatures"][0]["inputs"] == {"images": {"dtype": "float32", "shape": [None, SIZE, SIZE, 3]}}
-    assert card["signatures"][0]["outputs"] == {"features": {"dtype": "float32", "shape": [None, 8]}}
+    # Without a head: the float-image and the encoded-bytes embedding signatures, no classify.
+    signatures = {s["name"]: s for s in card["signatures"]}
+    assert sorted(signatures) == ["embed_images", "serving_default"]
+    assert signatures["serving_default"]["inputs"] == {"images": {"dtype": "float32", "shape": [None, SIZE, SIZE, 3]}}
+    assert signatures["serving_default"]["outputs"] == {"features": {"dtype": "float32", "shape": [None, 8]}}
+    assert signatures["embed_images"]["inputs"] == {"image_bytes": {"dtype": "string", "shape": [None]}}
+    assert signatures["embed_images"]["outputs"] == {"features": {"dtype": "float32", "shape": [None, 8]}}
+    assert "head" not in card and not (out / "labels.txt").exists()
+    assert max(card["parity"]["embed_images_max_abs_diff"].values()) <= 1e-5
     assert set(card["parity"]["saved_model_max_abs_diff"]) == {"1", "7", "32"}
     assert max(card["parity"]["saved_model_max_abs_diff"].values()) <= 1e-5
     assert card["parity"]["tflite_max_abs_diff"] <= 1e-4
@@ -135,32 +168,14 @@ def test_tflite_signature_and_parity(exported):
 
 def test_saved_model_runs_with_tensorflow_alone(exported, tmp_path):
     encoder, out = exported
-    repo = str(Path(__file__).resolve().parents[1])
     images = random_images(3, seed=13)
     np.save(tmp_path / "images.npy", images)
-    # `python -S` skips site-packages' .pth files, so an editable install of sslzoo (pip install -e, as
-    # `make test` does) cannot put it back on the path; site-packages itself is added by hand for TF.
-    site_dirs = [p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)]
-    script = textwrap.dedent(f"""
-        import sys
-        sys.path = [p for p in sys.path if p not in ("", {repo!r}) and not p.startswith({repo!r})]
-        sys.path.extend({site_dirs!r})
-        try:
-            import sslzoo
-            print("SSLZOO_IMPORTABLE")
-        except ImportError:
-            pass
+    run_python_without_sslzoo(f"""
         import numpy as np, tensorflow as tf
         served = tf.saved_model.load({str(out / "1")!r})
         features = served.signatures["serving_default"](images=tf.constant(np.load("images.npy")))["features"]
         np.save("features.npy", features.numpy())
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "SSLZOO_IMPORTABLE" not in result.stdout  # the subprocess really had no sslzoo
+    """, cwd=tmp_path)
     features = np.load(tmp_path / "features.npy")
     assert np.max(np.abs(features - encoder(images, training=False).numpy())) <= 1e-5
 
@@ -270,3 +285,18 @@ def test_rejects_lambda_encoder_and_reserved_card_keys(tmp_path):
     with pytest.raises(ValueError, match="files"):
         export_encoder(tiny_encoder(), tmp_path / "b", image_size=SIZE, card={"files": {}})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_export_matches_keras_in_onnxruntime(tmp_path):
+    import onnxruntime
+
+    encoder = tiny_encoder(seed=5)
+    out = export_encoder(encoder, tmp_path / "onnx", image_size=SIZE, card=CARD, onnx=True)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["onnx"]["file"] == "encoder.onnx" and card["onnx"]["max_abs_diff"] <= 1e-4
+    assert "encoder.onnx" in card["files"]
+    session = onnxruntime.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    images = random_images(7, seed=21)
+    (features,) = session.run(["features"], {"images": images})
+    np.testing.assert_allclose(features, encoder(images, training=False).numpy(), atol=1e-4)

@@ -188,3 +188,58 @@ def test_train_cli_names_bad_input_and_its_fix(tmp_path, overrides, fragment):
                      "--set", *overrides, "--output", str(tmp_path / "x"), timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_finetune_with_a_fraction_of_labels_is_measured_and_saved(tmp_path):
+    run = tmp_path / "ft"
+    metrics = train_run(
+        small_config("trainer.epochs=1", "eval.finetune_epochs=2", "eval.finetune_label_fraction=0.2"),
+        run, verbose=0,
+    )
+    assert 0 <= metrics["finetune_top1"] <= 100 and "finetune_top1" in metrics["random_init"]
+    tuned = keras.saving.load_model(run / "finetune_encoder.keras", safe_mode=True)
+    head = keras.saving.load_model(run / "finetune_head.keras", safe_mode=True)
+    trained = keras.saving.load_model(run / "encoder.keras", safe_mode=True)
+    images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    probabilities = head.predict(tuned.predict(images, verbose=0), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # Fine-tuning trains a copy: the self-supervised encoder in the run is not the fine-tuned one.
+    assert not np.allclose(tuned.predict(images, verbose=0), trained.predict(images, verbose=0))
+
+
+def test_export_cli_with_linear_head_and_int8_serves_every_format(finished_run, tmp_path):
+    import sslzoo
+
+    run, metrics = finished_run
+    out = tmp_path / "exported" / "rotnet_head"
+    result = run_cli("export.py", "--run", str(run), "--output", str(out), "--head", "linear",
+                     # 40 validation images: one flipped prediction is 2.5 points, over the 2-point limit.
+                     "--tflite", "float32,int8", "--allow-accuracy-drop", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["head"]["class_names"] == metrics["data"]["class_names"]
+    assert (out / "labels.txt").read_text().splitlines() == metrics["data"]["class_names"]
+    float32, int8 = card["tflite"]["float32"], card["tflite"]["int8"]
+    assert float32["max_abs_diff"] <= 1e-4 and int8["size_bytes"] < 0.5 * float32["size_bytes"]
+    # Every variant is evaluated on the run's validation split next to the Keras figures.
+    assert float32["knn_top1"] == pytest.approx(float32["keras_knn_top1"], abs=0.5)
+    assert card["tflite"]["classifier"]["max_abs_diff"] <= 1e-4
+
+    images = np.random.default_rng(1).random((5, 32, 32, 3), dtype=np.float32)
+    encoder = sslzoo.load(str(out))
+    classifier = sslzoo.load(str(out), head=True)
+    probabilities = classifier.predict(images, verbose=0)
+    assert probabilities.shape == (5, len(metrics["data"]["class_names"]))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    quantized = sslzoo.load(str(out), format="tflite", variant="int8").predict(images)
+    reference = encoder.predict(images, verbose=0)
+    cosine = np.sum(quantized * reference, 1) / (np.linalg.norm(quantized, axis=1) * np.linalg.norm(reference, axis=1))
+    assert cosine.mean() >= 0.9
+
+
+def test_export_cli_finetune_head_needs_a_finetuned_run(finished_run, tmp_path):
+    run, _ = finished_run
+    result = run_cli("export.py", "--run", str(run), "--output", str(tmp_path / "x"), "--head", "finetune",
+                     timeout=300)
+    assert result.returncode == 2 and "eval.finetune_epochs" in result.stderr
+    assert not (tmp_path / "x").exists()

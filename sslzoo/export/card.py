@@ -18,7 +18,7 @@ CARD_NAME = "model_card.json"
 FORMAT_VERSION = 1
 # Keys the exporter writes; a caller's card may not set them (a silent override would hide a mistake).
 RESERVED_KEYS = ("input", "output", "signatures", "parity", "files", "format_version", "created_utc",
-                 "sslzoo_version")
+                 "sslzoo_version", "tflite", "onnx")
 
 
 class ArtifactIntegrityError(RuntimeError):
@@ -124,3 +124,13 @@ def verify_files(export_dir: str | Path, card: Mapping | None = None) -> dict:
         if path.is_file() and not hidden and relative != CARD_NAME and relative not in listed:
             raise ArtifactIntegrityError(f"'{relative}' in '{export_dir}' is not listed in the model card")
     return card
+
+
+def card_field(card: Mapping, key: str):
+    """A card fact, top level first, then under "metrics"; a {"name": ...} mapping gives its name."""
+    value = card.get(key)
+    if value is None and isinstance(card.get("metrics"), dict):
+        value = card["metrics"].get(key)
+    if isinstance(value, dict):
+        value = value.get("name")
+    return value

@@ -2,13 +2,18 @@
 
 ```
 <output_dir>/
-  <version>/        SavedModel, TF Serving layout; serving_default: images [N,S,S,3] f32 -> {"features"}
+  <version>/        SavedModel, TF Serving layout: serving_default (images [N,S,S,3] f32 -> {"features"}),
+                    embed_images (image_bytes string [N] -> {"features"}) and, with a head, classify /
+                    classify_bytes (-> {"probabilities", "class_ids", "class_names"})
+    assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays at load
   encoder.tflite    float32 TFLite with the serving_default signature
   encoder.keras     the Keras encoder, for fine-tuning (loads with safe_mode=True)
+  labels.txt        with a head: the class names, one per line, in class-id order
   model_card.json   the caller's card + input spec, signatures, parity figures, sha256 of every file
 ```
-Order of work inside the temporary folder: SavedModel -> graph check -> SavedModel parity -> TFLite ->
-TFLite parity -> .keras -> safe-mode reload parity -> hashes -> card. Any failure (including a parity
+Order of work inside the temporary folder: SavedModel -> graph check -> SavedModel parity (every
+signature) -> warmup requests -> TFLite -> TFLite parity -> .keras -> safe-mode reload parity -> labels
+-> hashes -> card. Any failure (including a parity
 miss) discards the temporary folder, so an export that exists has passed every check.
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import keras
 import numpy as np
@@ -25,15 +30,24 @@ import numpy as np
 from sslzoo.export.atomic import atomic_directory
 from sslzoo.export.card import CARD_NAME, build_card, check_card_input, file_hashes, write_card
 from sslzoo.export.saved_model import (
+    CLASS_IDS_NAME,
+    CLASS_NAMES_NAME,
+    CLASSIFY,
+    CLASSIFY_BYTES,
+    PROBABILITIES_NAME,
     SERVING_DEFAULT,
     check_graph_ops,
     describe_signatures,
     graph_ops,
     load_saved_model,
     save_saved_model,
+    saved_model_bytes_features,
+    saved_model_classify,
     saved_model_features,
 )
+from sslzoo.export import serving_requests
 from sslzoo.export.tflite import convert_to_tflite, interpreter, signature_io, tflite_features
+from sslzoo.export.variants import check_variants, export_classifier, export_variants
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +56,8 @@ SAVED_MODEL_TOLERANCE = 1e-5  # DESIGN.md reliability checklist item 6
 TFLITE_TOLERANCE = 1e-4
 KERAS_FILE = "encoder.keras"
 TFLITE_FILE = "encoder.tflite"
+LABELS_FILE = "labels.txt"
+HEAD_FILE = "head.keras"
 
 
 class ExportParityError(AssertionError):
@@ -49,7 +65,12 @@ class ExportParityError(AssertionError):
 
 
 def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: int, card: Mapping,
-                   sample_images: Optional[np.ndarray] = None, force: bool = False, version: int = 1) -> Path:
+                   sample_images: Optional[np.ndarray] = None, force: bool = False, version: int = 1,
+                   head: Optional[keras.Model] = None, class_names: Optional[Sequence[str]] = None,
+                   head_kind: str = "linear_probe", warmup: bool = True,
+                   tflite_variants: Sequence[str] = ("float32",),
+                   representative_images: Optional[np.ndarray] = None, int8_io: bool = False,
+                   eval_data=None, allow_accuracy_drop: bool = False, onnx: bool = False) -> Path:
     """Exports `encoder` to `output_dir` (SavedModel, TFLite, .keras, model card), atomically.
 
     Args:
@@ -63,6 +84,21 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
         force: replace an existing export (atomically). Without it an existing one raises
             `ExportExistsError` and is left untouched.
         version: the SavedModel version folder (TF Serving serves the highest integer).
+        head: optional classification head, a `keras.Model` features `[N, D]` -> probabilities `[N, C]`
+            (the run's `linear_head.keras`); adds the `classify` and `classify_bytes` signatures,
+            `labels.txt` and the card's "head" entry.
+        class_names: the C label names in class-id order; required with `head`, refused without it.
+        head_kind: what the head is, recorded in the card ("linear_probe" for the run's linear head).
+        warmup: write `<version>/assets.extra/tf_serving_warmup_requests` (needs tensorflow-serving-api;
+            skipped with a warning when it is not installed).
+        tflite_variants: any of float32, float16, dynamic, int8; float32 (`encoder.tflite`) is always
+            written, the others as `encoder_<variant>.tflite`, each measured into the card's "tflite".
+        representative_images: 200-500 training images (float [0, 1] or uint8) for int8 calibration.
+        int8_io: int8 input and output tensors for the int8 variant (else float32 in and out).
+        eval_data: `sslzoo.export.tflite_quality.EvalData` for kNN / linear top-1 of every variant on the
+            validation split next to the Keras figures.
+        allow_accuracy_drop: export even when a variant loses more than 2 points of top-1.
+        onnx: also write `encoder.onnx` (tf2onnx from the SavedModel), parity checked in onnxruntime.
     Returns:
         `output_dir` as a `Path`.
     """
@@ -72,38 +108,95 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"version must be an integer >= 1, got {version!r}")
     feature_dim = _check_encoder(encoder, image_size)
+    head_info = _check_head(head, class_names, feature_dim, head_kind, card)
+    if "serving" in card:
+        raise ValueError("card sets 'serving' itself; the exporter writes it")
+    variants = check_variants(tflite_variants, representative_images)
     images = parity_images(sample_images, image_size, max(PARITY_BATCH_SIZES))
+    # The bytes signatures are checked on PNG encodings of the parity images (lossless: the decoded uint8
+    # pixels are exactly the quantised parity images, so the reference is the encoder on those).
+    quantised = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+    encoded = serving_requests.encode_png(quantised)
+    quantised = quantised.astype(np.float32) / 255.0
     reference = {n: keras_features(encoder, images[:n]) for n in PARITY_BATCH_SIZES}
+    bytes_reference = {n: keras_features(encoder, quantised[:n]) for n in PARITY_BATCH_SIZES}
 
     with atomic_directory(output_dir, force=force) as staging:
         saved_model_dir = staging / str(version)
-        save_saved_model(encoder, saved_model_dir, image_size)
+        save_saved_model(encoder, saved_model_dir, image_size, head=head,
+                         class_names=head_info["class_names"] if head_info else None)
         check_graph_ops(graph_ops(saved_model_dir))
         loaded = load_saved_model(saved_model_dir)
         signatures = describe_signatures(loaded)
         saved_model_diffs = _saved_model_parity(loaded, images, reference)
+        embed_diffs = _embed_images_parity(loaded, encoded, bytes_reference)
+        classify_diffs = {}
+        if head is not None:
+            classify_diffs = _classify_parity(loaded, head, images, encoded, reference, bytes_reference,
+                                              head_info["class_names"])
+        warmup_written = False
+        if warmup:
+            warmup_written = serving_requests.write_warmup_requests(
+                saved_model_dir, images[:1], encoded[:1], classify=head is not None)
 
         tflite_path = staging / TFLITE_FILE
         tflite_path.write_bytes(convert_to_tflite(saved_model_dir))
         tflite_diff = _tflite_parity(tflite_path, images, reference)
 
+        tflite_card = export_variants(
+            staging, saved_model_dir, variants, reference_fn=lambda x: keras_features(encoder, x),
+            images=images, representative_images=representative_images, int8_io=int8_io,
+            eval_data=eval_data, allow_accuracy_drop=allow_accuracy_drop,
+        )
+
+        onnx_card = _export_onnx(staging, saved_model_dir, images, reference) if onnx else None
+
         encoder.save(staging / KERAS_FILE)
         keras_diff = _keras_reload_parity(staging / KERAS_FILE, images, reference)
+
+        if head_info:
+            (staging / LABELS_FILE).write_text("".join(name + "\n" for name in head_info["class_names"]),
+                                               encoding="utf-8")
+            head.save(staging / HEAD_FILE)
+            tflite_card["classifier"] = export_classifier(
+                staging, saved_model_dir, keras_probabilities(encoder, head, images), images)
 
         parity = {
             "batch_sizes": list(PARITY_BATCH_SIZES),
             "saved_model_max_abs_diff": {str(n): d for n, d in saved_model_diffs.items()},
+            "embed_images_max_abs_diff": {str(n): d for n, d in embed_diffs.items()},
             "tflite_max_abs_diff": tflite_diff,
             "keras_reload_max_abs_diff": keras_diff,
             "images": "sample_images" if sample_images is not None else "uniform random, seed 0",
         }
-        full_card = build_card(card, image_size=image_size, feature_dim=feature_dim, signatures=signatures,
-                               parity=parity, files=file_hashes(staging), sslzoo_version=_sslzoo_version())
+        if classify_diffs:
+            parity.update(classify_diffs)
+        full_card = dict(card)
+        full_card["tflite"] = tflite_card
+        if onnx_card:
+            full_card["onnx"] = onnx_card
+        if head_info:
+            full_card["head"] = head_info
+        full_card["serving"] = {"warmup_requests": warmup_written,
+                                "bytes_input": "image_bytes (REST: {\"b64\": ...})"}
+        full_card = build_card(full_card, image_size=image_size, feature_dim=feature_dim,
+                               signatures=signatures, parity=parity, files=file_hashes(staging),
+                               sslzoo_version=_sslzoo_version())
         write_card(staging / CARD_NAME, full_card)
 
     logger.info("exported %s in %.1f s (SavedModel max diff %.2g, TFLite %.2g)", output_dir,
                 time.perf_counter() - started, max(saved_model_diffs.values()), tflite_diff)
     return output_dir
+
+
+def _export_onnx(staging: Path, saved_model_dir: Path, images: np.ndarray, reference: Dict[int, np.ndarray]) -> dict:
+    from sslzoo.export.onnx import ONNX_FILE, ONNX_TOLERANCE, OPSET, convert_to_onnx, onnx_features
+
+    path = convert_to_onnx(saved_model_dir, staging / ONNX_FILE)
+    batch = max(PARITY_BATCH_SIZES)
+    diff = _max_abs_diff(onnx_features(path, images[:batch]), reference[batch])
+    _raise_if_above("ONNX", {batch: diff}, ONNX_TOLERANCE)
+    return {"file": ONNX_FILE, "opset": OPSET, "max_abs_diff": diff, "runtime": "onnxruntime"}
 
 
 def _sslzoo_version() -> str:
@@ -136,6 +229,46 @@ def _check_encoder(encoder: keras.Model, image_size: int) -> int:
     if len(encoder.outputs) != 1 or len(output_shape) != 2 or output_shape[-1] is None:
         raise ValueError(f"encoder must output pooled features [N, D], got {output_shape}")
     return int(output_shape[-1])
+
+
+def _check_head(head, class_names, feature_dim: int, head_kind: str, card: Mapping) -> Optional[dict]:
+    """Validates an optional head and its class names; returns the card's "head" entry (None: no head)."""
+    if head is None:
+        if class_names is not None:
+            raise ValueError("class_names were given without a head; pass head=<features -> probabilities model>")
+        return None
+    if "head" in card:
+        raise ValueError("card sets 'head' itself; the exporter writes it from head/class_names")
+    if not isinstance(head, keras.Model) or len(head.inputs or []) != 1 or len(head.outputs or []) != 1:
+        raise TypeError("head must be a functional keras.Model with one input (features) and one output "
+                        "(probabilities)")
+    lambdas = [layer.name for layer in iter_layers(head) if isinstance(layer, keras.layers.Lambda)]
+    if lambdas:
+        raise ValueError(f"head contains Lambda layers {lambdas}; exported models may use built-in "
+                         "or registered layers only")
+    input_shape = tuple(head.inputs[0].shape)
+    if len(input_shape) != 2 or input_shape[-1] != feature_dim:
+        raise ValueError(f"head input shape {input_shape} does not take the encoder's features (None, {feature_dim})")
+    output_shape = tuple(head.outputs[0].shape)
+    if len(output_shape) != 2 or output_shape[-1] is None:
+        raise ValueError(f"head must output probabilities [N, C], got {output_shape}")
+    num_classes = int(output_shape[-1])
+    if class_names is None:
+        raise ValueError(f"a head needs class_names: {num_classes} label names in class-id order "
+                         "(e.g. metrics.json data.class_names)")
+    if isinstance(class_names, (str, bytes)):
+        raise TypeError("class_names must be a list of strings, not one string")
+    names: List[str] = list(class_names)
+    if not all(isinstance(name, str) for name in names):
+        raise TypeError(f"class_names must all be strings, got {[type(n).__name__ for n in names]}")
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names but the head outputs {num_classes} classes")
+    bad = [name for name in names if not name or "\n" in name or "\r" in name]
+    if bad:
+        raise ValueError(f"class names must be non-empty single-line strings (labels.txt has one per line): {bad!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names has duplicates: {sorted({n for n in names if names.count(n) > 1})}")
+    return {"kind": str(head_kind), "class_names": names, "num_classes": num_classes}
 
 
 def parity_images(sample_images: Optional[np.ndarray], image_size: int, count: int) -> np.ndarray:
@@ -173,6 +306,38 @@ def _saved_model_parity(loaded, images: np.ndarray, reference: Dict[int, np.ndar
     diffs = {n: _max_abs_diff(saved_model_features(loaded, images[:n]), ref) for n, ref in reference.items()}
     _raise_if_above("SavedModel serving_default", diffs, SAVED_MODEL_TOLERANCE)
     return diffs
+
+
+def _embed_images_parity(loaded, encoded: List[bytes], reference: Dict[int, np.ndarray]) -> Dict[int, float]:
+    diffs = {n: _max_abs_diff(saved_model_bytes_features(loaded, encoded[:n]), ref) for n, ref in reference.items()}
+    _raise_if_above("SavedModel embed_images", diffs, SAVED_MODEL_TOLERANCE)
+    return diffs
+
+
+def keras_probabilities(encoder: keras.Model, head: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The classify reference: encoder then head, both in inference mode."""
+    features = encoder(images, training=False)
+    return keras.ops.convert_to_numpy(head(features, training=False)).astype(np.float32)
+
+
+def _classify_parity(loaded, head, images, encoded, reference, bytes_reference, class_names) -> dict:
+    """classify and classify_bytes vs the Keras head on the Keras features; ids and names consistent."""
+    result = {}
+    for signature, inputs, features in ((CLASSIFY, images, reference), (CLASSIFY_BYTES, encoded, bytes_reference)):
+        diffs = {}
+        for n, feats in features.items():
+            expected = keras.ops.convert_to_numpy(head(feats, training=False)).astype(np.float32)
+            outputs = saved_model_classify(loaded, inputs[:n], signature)
+            diffs[n] = _max_abs_diff(outputs[PROBABILITIES_NAME], expected)
+            ids = outputs[CLASS_IDS_NAME]
+            names = [name.decode("utf-8") for name in outputs[CLASS_NAMES_NAME]]
+            if not np.array_equal(ids, np.argmax(outputs[PROBABILITIES_NAME], axis=-1)) or \
+                    names != [class_names[i] for i in ids]:
+                raise ExportParityError(f"SavedModel {signature}: class_ids/class_names do not match the "
+                                        "argmax of its probabilities; nothing was written")
+        _raise_if_above(f"SavedModel {signature}", diffs, SAVED_MODEL_TOLERANCE)
+        result[f"{signature}_max_abs_diff"] = {str(n): d for n, d in diffs.items()}
+    return result
 
 
 def _tflite_parity(tflite_path: Path, images: np.ndarray, reference: Dict[int, np.ndarray]) -> float:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 from pathlib import Path
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -12,30 +14,60 @@ import yaml
 
 from sslzoo.export import export_encoder
 
+log = logging.getLogger(__name__)
 
-def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False) -> Path:
+HEADS = ("none", "linear", "finetune")
+REPRESENTATIVE_IMAGES = 300  # int8 calibration: the issue asks for 200-500 training images
+
+
+def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False, head: str = "none",
+               tflite: Sequence[str] = ("float32",), int8_io: bool = False,
+               allow_accuracy_drop: bool = False, evaluate: bool = True, onnx: bool = False) -> Path:
     """Exports the trained encoder of `run_dir` to `output_dir` with a model card built from the run.
 
     Args:
-        run_dir: folder written by `train.py` (config.yaml, metrics.json, encoder.keras).
+        run_dir: folder written by `train.py` (config.yaml, metrics.json, encoder.keras, linear_head.keras).
         output_dir: e.g. exported/<name>; must not exist unless `force`.
         force: replace an existing export (still atomically).
+        head: "none"; "linear" attaches the run's linear probe head; "finetune" exports the run's
+            fine-tuned encoder with its head (train with eval.finetune_epochs > 0).
+        tflite: TFLite variants (float32, float16, dynamic, int8).
+        int8_io: int8 input/output tensors for the int8 variant.
+        allow_accuracy_drop: export even when a TFLite variant loses more than 2 points of top-1.
+        evaluate: measure kNN / linear top-1 of every TFLite variant on the run's validation split
+            (needs the run's data; int8 needs it anyway for calibration).
+        onnx: also export `encoder.onnx` (parity checked in onnxruntime).
     """
     run_dir, output_dir = Path(run_dir), Path(output_dir)
-    needed = ["config.yaml", "metrics.json", "encoder.keras"]
-    missing = [name for name in needed if not (run_dir / name).exists()]
+    if head not in HEADS:
+        raise ValueError(f"--head {head!r}: use one of {', '.join(HEADS)}")
+    files = ["config.yaml", "metrics.json", "encoder.keras", "linear_head.keras"]
+    if head == "finetune":
+        files += ["finetune_encoder.keras", "finetune_head.keras"]
+    missing = [name for name in files if not (run_dir / name).exists()]
     if missing:
+        hint = (" (fine-tuning is off by default: train with --set eval.finetune_epochs=10)"
+                if head == "finetune" else "")
         raise FileNotFoundError(
-            f"run folder '{run_dir}' lacks {', '.join(missing)}; train it to the end first "
+            f"run folder '{run_dir}' lacks {', '.join(missing)}{hint}; train it to the end first "
             f"(python train.py --config <config> --output {run_dir})"
         )
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
-    samples_path = run_dir / "parity_samples.npy"
+    prefix = "finetune_" if head == "finetune" else ""
+    encoder = keras.saving.load_model(run_dir / f"{prefix}encoder.keras", safe_mode=True)
+    classifier = keras.saving.load_model(
+        run_dir / ("finetune_head.keras" if head == "finetune" else "linear_head.keras"), safe_mode=True)
+
     samples = None
-    if samples_path.exists():
-        samples = np.load(samples_path, allow_pickle=False).astype("float32") / 255.0
+    if (run_dir / "parity_samples.npy").exists():
+        samples = np.load(run_dir / "parity_samples.npy", allow_pickle=False).astype("float32") / 255.0
+    splits = _load_run_data(config, needed="int8" in tflite, wanted=evaluate)
+    representative, eval_data = None, None
+    if splits is not None:
+        representative = _representative(splits.train.images, config["trainer"]["seed"])
+        eval_data = _eval_data(encoder, classifier, splits, config) if evaluate else None
+
     card = {
         "name": output_dir.name,
         "method": metrics.get("method"),
@@ -54,6 +86,57 @@ def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False)
         card=card,
         sample_images=samples,
         force=force,
+        head=None if head == "none" else classifier,
+        class_names=None if head == "none" else list(metrics["data"]["class_names"]),
+        head_kind="finetune" if head == "finetune" else "linear_probe",
+        tflite_variants=tuple(tflite),
+        representative_images=representative,
+        int8_io=int8_io,
+        eval_data=eval_data,
+        allow_accuracy_drop=allow_accuracy_drop,
+        onnx=onnx,
+    )
+
+
+def _load_run_data(config: dict, needed: bool, wanted: bool):
+    """The run's train/val split (same config, same seed), or None when it is not needed."""
+    if not (needed or wanted):
+        return None
+    from sslzoo import config as config_lib
+    from sslzoo.data import DataError, load_splits
+
+    data = config_lib.from_dict(config).data
+    try:
+        return load_splits(data)
+    except DataError as error:
+        if needed:
+            raise DataError(f"the int8 TFLite variant calibrates on the run's training images: {error}") from error
+        log.warning("TFLite variants are exported without validation top-1: %s", error)
+        return None
+
+
+def _representative(train_images: np.ndarray, seed: int) -> np.ndarray:
+    count = min(REPRESENTATIVE_IMAGES, len(train_images))
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(train_images))[:count])
+    return train_images[chosen]
+
+
+def _eval_data(encoder, classifier, splits, config: dict):
+    """Validation-split figures of the Keras model, the reference every TFLite variant is held to."""
+    from sslzoo.evaluation import extract_features, knn_top1, top1_percent
+    from sslzoo.export.tflite_quality import EvalData
+
+    evaluation = config["eval"]
+    num_classes = len(splits.class_names)
+    train_features = extract_features(encoder, splits.train.images)
+    val_features = extract_features(encoder, splits.val.images)
+    return EvalData(
+        train_images=splits.train.images, train_labels=splits.train.labels,
+        val_images=splits.val.images, val_labels=splits.val.labels, num_classes=num_classes,
+        keras_knn_top1=knn_top1(train_features, splits.train.labels, val_features, splits.val.labels,
+                                num_classes, k=evaluation["knn_k"], temperature=evaluation["knn_temperature"]),
+        keras_linear_top1=top1_percent(classifier, val_features, splits.val.labels),
+        linear_head=classifier, knn_k=evaluation["knn_k"], knn_temperature=evaluation["knn_temperature"],
     )
 
 

@@ -8,6 +8,19 @@ signature functions capture the underlying `tf.Variable`s, which then are not in
 checkpoint and produced NaN/1e27 features (measured on TF 2.21). Tracking `[v.value for v in
 encoder.variables]` writes each weight once, under the name the signatures read (TFLite parity 1e-7) and
 keeps the variables file at 1x instead of 2x. The Keras model itself ships separately as `encoder.keras`.
+An attached classification head (a Keras model features -> probabilities) is tracked the same way.
+
+Signatures (all built by `build_signatures`):
+
+| name | input | outputs |
+|---|---|---|
+| `serving_default` | `images` float32 `[N, S, S, 3]` in [0, 1] | `features` float32 `[N, D]` |
+| `embed_images` | `image_bytes` string `[N]` (encoded JPEG/PNG/BMP/GIF, any size) | `features` |
+| `classify` (head only) | `images` | `probabilities` float32 `[N, C]`, `class_ids` int64 `[N]`, `class_names` string `[N]` |
+| `classify_bytes` (head only) | `image_bytes` | as `classify` |
+
+The bytes input is named `image_bytes` because TF Serving's REST API decodes `{"b64": "..."}` values for
+string inputs, and the `_bytes` suffix is the convention that tells clients to send base64 there.
 """
 
 from __future__ import annotations
@@ -15,16 +28,25 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Set
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 import numpy as np
 import tensorflow as tf
 
+from sslzoo.data.decode import decode_image
+
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
+BYTES_INPUT_NAME = "image_bytes"
 FEATURES_NAME = "features"
+PROBABILITIES_NAME = "probabilities"
+CLASS_IDS_NAME = "class_ids"
+CLASS_NAMES_NAME = "class_names"
 SERVING_DEFAULT = "serving_default"
+EMBED_IMAGES = "embed_images"
+CLASSIFY = "classify"
+CLASSIFY_BYTES = "classify_bytes"
 
 
 class _Untracked:
@@ -35,52 +57,121 @@ class _Untracked:
 
 
 class ServingModule(tf.Module):
-    """The object written as the SavedModel: the encoder's weights plus the serving functions.
+    """The object written as the SavedModel: the encoder's (and head's) weights plus the serving functions.
 
     Args:
         encoder: functional `keras.Model`, float32 images `[N, S, S, 3]` in [0, 1] -> features `[N, D]`.
         image_size: S.
+        head: optional `keras.Model`, features `[N, D]` -> probabilities `[N, C]` (e.g. the run's
+            `linear_head.keras`, standardisation inside).
+        class_names: C label names, required with `head`; stored in the graph as a constant.
     """
 
-    def __init__(self, encoder, image_size: int):
+    def __init__(self, encoder, image_size: int, head=None, class_names: Optional[Sequence[str]] = None):
         super().__init__(name="sslzoo_serving")
         self.image_size = int(image_size)
         # An attribute (or list) holding the Keras model would make tf.Module track it (see the module
         # docstring); a plain holder object is invisible to tracking. Its tf.Variables are tracked instead.
         self._untracked = _Untracked(encoder)
         self.encoder_variables = [v.value for v in encoder.variables]
+        self._untracked_head = _Untracked(head)
+        self._class_names = _Untracked(None)
+        if head is not None:
+            if class_names is None:
+                raise ValueError("a head needs class_names (one label name per output class)")
+            self.head_variables = [v.value for v in head.variables]
+            self._class_names = _Untracked([str(name) for name in class_names])
 
     @property
     def encoder(self):
         return self._untracked.value
 
+    @property
+    def head(self):
+        return self._untracked_head.value
+
+    @property
+    def class_names(self) -> Optional[List[str]]:
+        return self._class_names.value
+
     def features(self, images: tf.Tensor) -> tf.Tensor:
         """Inference-mode features, always float32 (a mixed-precision encoder may compute in float16)."""
         return tf.cast(self.encoder(images, training=False), tf.float32)
+
+    def decode(self, image_bytes: tf.Tensor) -> tf.Tensor:
+        """Encoded images `[N]` (any format `decode_image` sniffs, any size) -> float32 `[N, S, S, 3]` in [0, 1]."""
+        size = self.image_size
+        decoded = tf.map_fn(lambda contents: decode_image(contents, size), image_bytes,
+                            fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+        return uint8_to_float01(decoded)
+
+    def classify(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """probabilities `[N, C]`, class_ids `[N]` (argmax) and their class_names `[N]`."""
+        probabilities = tf.cast(self.head(self.features(images), training=False), tf.float32)
+        class_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        names = tf.constant(self.class_names, dtype=tf.string, name="class_name_table")
+        return {
+            PROBABILITIES_NAME: probabilities,
+            CLASS_IDS_NAME: class_ids,
+            CLASS_NAMES_NAME: tf.gather(names, class_ids),
+        }
+
+
+def uint8_to_float01(images: tf.Tensor) -> tf.Tensor:
+    """uint8 0..255 -> float32 [0, 1], the encoders' input range (the same conversion as the exporter's)."""
+    return tf.cast(images, tf.float32) / 255.0
 
 
 def image_spec(image_size: int) -> tf.TensorSpec:
     return tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=INPUT_NAME)
 
 
+def bytes_spec() -> tf.TensorSpec:
+    return tf.TensorSpec([None], tf.string, name=BYTES_INPUT_NAME)
+
+
 def build_signatures(module: ServingModule) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """Every serving signature of an export, name -> concrete function.
 
-    The one place signatures are defined: `embed_images` (encoded image bytes) and `classify` (with a
-    linear head) are added here by the deployment issue, and the export, the model card and the graph
-    check pick them up from this dict.
+    The one place signatures are defined (table in the module docstring); the export, the model card,
+    the warmup requests and the graph check pick them up from this dict. `classify` and
+    `classify_bytes` exist only when the module has a head.
     """
 
     @tf.function(input_signature=[image_spec(module.image_size)], autograph=False)
     def serving_default(images):
         return {FEATURES_NAME: module.features(images)}
 
-    return {SERVING_DEFAULT: serving_default.get_concrete_function()}
+    @tf.function(input_signature=[bytes_spec()], autograph=False)
+    def embed_images(image_bytes):
+        return {FEATURES_NAME: module.features(module.decode(image_bytes))}
+
+    signatures = {
+        SERVING_DEFAULT: serving_default.get_concrete_function(),
+        EMBED_IMAGES: embed_images.get_concrete_function(),
+    }
+    if module.head is not None:
+
+        @tf.function(input_signature=[image_spec(module.image_size)], autograph=False)
+        def classify(images):
+            return module.classify(images)
+
+        @tf.function(input_signature=[bytes_spec()], autograph=False)
+        def classify_bytes(image_bytes):
+            return module.classify(module.decode(image_bytes))
+
+        signatures[CLASSIFY] = classify.get_concrete_function()
+        signatures[CLASSIFY_BYTES] = classify_bytes.get_concrete_function()
+    return signatures
 
 
-def save_saved_model(encoder, directory: str | Path, image_size: int) -> List[str]:
-    """Writes `encoder` as a SavedModel at `directory`; returns the signature names."""
-    module = ServingModule(encoder, image_size)
+def save_saved_model(encoder, directory: str | Path, image_size: int, head=None,
+                     class_names: Optional[Sequence[str]] = None) -> List[str]:
+    """Writes `encoder` (and an optional classification head) as a SavedModel at `directory`.
+
+    Returns the signature names.
+    """
+    module = ServingModule(encoder, image_size, head=head, class_names=class_names)
     signatures = build_signatures(module)
     tf.saved_model.save(module, str(directory), signatures=signatures)
     return sorted(signatures)
@@ -115,6 +206,21 @@ def saved_model_features(loaded, images: np.ndarray, signature: str = SERVING_DE
     """Features from a loaded SavedModel's signature, i.e. what TF Serving would compute."""
     outputs = loaded.signatures[signature](**{INPUT_NAME: tf.constant(images, tf.float32)})
     return outputs[FEATURES_NAME].numpy()
+
+
+def saved_model_bytes_features(loaded, image_bytes: Sequence[bytes]) -> np.ndarray:
+    """Features from the `embed_images` signature for a list of encoded images."""
+    outputs = loaded.signatures[EMBED_IMAGES](**{BYTES_INPUT_NAME: tf.constant(list(image_bytes), tf.string)})
+    return outputs[FEATURES_NAME].numpy()
+
+
+def saved_model_classify(loaded, inputs, signature: str = CLASSIFY) -> Dict[str, np.ndarray]:
+    """Outputs of `classify` (float images) or `classify_bytes` (a list of encoded images) as NumPy."""
+    if signature == CLASSIFY_BYTES:
+        feed = {BYTES_INPUT_NAME: tf.constant(list(inputs), tf.string)}
+    else:
+        feed = {INPUT_NAME: tf.constant(inputs, tf.float32)}
+    return {key: value.numpy() for key, value in loaded.signatures[signature](**feed).items()}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sslzoo import __version__
 from sslzoo.backbones import build_encoder, encoder_options
 from sslzoo.config import Config, ConfigError
 from sslzoo.data import load_splits, make_pipeline
+from sslzoo.evaluation import finetune
 from sslzoo.evaluation.protocol import evaluate_encoder
 from sslzoo.methods import build_method
 from sslzoo.optimizers import build_optimizer
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 INIT_WEIGHTS = "init.weights.h5"
 PARITY_SAMPLES = "parity_samples.npy"
+FINETUNE_ENCODER = "finetune_encoder.keras"
+FINETUNE_HEAD = "finetune_head.keras"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -229,11 +232,17 @@ def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
         "knn_top1": trained["knn_top1"],
         "linear_top1": trained["linear_top1"],
     }
+    if evaluation.finetune_epochs:
+        metrics["finetune_top1"], tuned, tuned_head = _finetune(encoder, splits, config)
+        atomic_write(run_dir / FINETUNE_ENCODER, lambda tmp: tuned.save(tmp))
+        atomic_write(run_dir / FINETUNE_HEAD, lambda tmp: tuned_head.save(tmp))
     if evaluation.random_init:
         initial = build_encoder(config.encoder.name, config.data.image_size, **config.encoder.options)
         initial.load_weights(run_dir / INIT_WEIGHTS)
         baseline, _ = evaluate_encoder(initial, splits, evaluation, seed=config.trainer.seed)
         metrics["random_init"] = {"knn_top1": baseline["knn_top1"], "linear_top1": baseline["linear_top1"]}
+        if evaluation.finetune_epochs:
+            metrics["random_init"]["finetune_top1"] = _finetune(initial, splits, config)[0]
     metrics["data"] = {
         "num_train": int(len(splits.train.labels)),
         "num_val": int(len(splits.val.labels)),
@@ -249,6 +258,15 @@ def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
     }
     atomic_write(run_dir / "linear_head.keras", lambda tmp: head.save(tmp))
     return metrics
+
+
+def _finetune(encoder, splits, config: Config):
+    top1, tuned, head = finetune(
+        encoder, splits, label_fraction=config.eval.finetune_label_fraction,
+        epochs=config.eval.finetune_epochs, learning_rate=config.eval.finetune_learning_rate,
+        batch_size=config.trainer.batch_size, seed=config.trainer.seed,
+    )
+    return round(top1, 2), tuned, head
 
 
 def _write_outputs(run_dir: Path, encoder, splits, metrics: Dict[str, Any]) -> None:
