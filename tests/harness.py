@@ -7,7 +7,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 import keras
 import tensorflow as tf
 
@@ -92,3 +99,27 @@ def check_method_contract(method_name: str, options: dict, tmp_path, image_size:
     assert parity["tflite_max_abs_diff"] <= 1e-4
     reloaded = sslzoo.load(str(out))
     np.testing.assert_allclose(reloaded.predict(samples, verbose=0), encoder.predict(samples, verbose=0), atol=1e-5)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train"
+
+
+def train_on_cifar(run: Path, config: str, *overrides: str) -> dict:
+    """Runs train.py on the shared CIFAR-10 folder as a user would and returns its metrics.json.
+
+    A missing ../shared is a failure, not a skip: without it a method's learning is unproven.
+    """
+    if not CIFAR.is_dir():
+        pytest.fail(
+            f"CIFAR-10 images not found at {CIFAR}: the learning tests need ../shared/data/cifar10/train "
+            "beside the repository (CI has it)."
+        )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "train.py", "--config", config, "--quiet",
+        "--set", "data.source=folder", "data.path=../shared/data/cifar10/train", *overrides, "--output", str(run),
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((run / "metrics.json").read_text())

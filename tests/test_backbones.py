@@ -253,3 +253,20 @@ def test_errors_name_what_is_allowed():
         build_encoder("nin", 32, mean=[0.5, 0.5])
     with pytest.raises(ValueError, match="image_size"):
         build_encoder("resnet50", 16, stem="imagenet")
+
+
+@pytest.mark.parametrize("name", ["convnet_small", "resnet18"])
+def test_at_input_size_shares_layers_and_weights(name):
+    from sslzoo.backbones import at_input_size
+
+    encoder = build_encoder(name, 32, width=0.25)
+    patches = at_input_size(encoder, 16)
+    assert patches.input_shape == (None, 16, 16, 3) and patches.output_shape == encoder.output_shape
+    kernel = encoder.trainable_weights[0]
+    kernel.assign(kernel + 1.0)
+    np.testing.assert_array_equal(patches.trainable_weights[0].numpy(), kernel.numpy())
+    # The view computes exactly what the same architecture built at 16x16 computes with these weights.
+    native = build_encoder(name, 16, width=0.25)
+    native.set_weights(encoder.get_weights())
+    images = np.random.default_rng(0).random((3, 16, 16, 3), dtype=np.float32)
+    np.testing.assert_allclose(patches(images, training=False), native(images, training=False), atol=1e-5)

@@ -10,37 +10,23 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 import sslzoo
+from tests.harness import ROOT, train_on_cifar
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10" / "train"
 MARGIN = 5.0
 
 
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory):
-    if not CIFAR.is_dir():
-        pytest.fail(
-            f"CIFAR-10 images not found at {CIFAR}: the learning test needs ../shared/data/cifar10/train "
-            "beside the repository (CI has it). This is a failure, not a skip: RotNet's learning is unproven."
-        )
     run = tmp_path_factory.mktemp("cifar") / "rotnet"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    command = [
-        sys.executable, "train.py", "--config", "zoo_configs/rotnet_convnet_small_cifar10.yaml", "--quiet",
-        "--set", "data.source=folder", "data.path=../shared/data/cifar10/train",
-        "data.max_examples=20000", "trainer.epochs=5", "--output", str(run),
-    ]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stderr[-3000:]
-    print(result.stdout)
-    return run, json.loads((run / "metrics.json").read_text())
+    metrics = train_on_cifar(run, "zoo_configs/rotnet_convnet_small_cifar10.yaml",
+                             "data.max_examples=20000", "trainer.epochs=5")
+    return run, metrics
 
 
 def test_rotnet_beats_its_random_init_encoder_on_cifar10_validation(cifar_run):

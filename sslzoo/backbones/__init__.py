@@ -21,6 +21,7 @@ from sslzoo.registry import ENCODERS
 __all__ = [
     "build_encoder",
     "encoder_options",
+    "at_input_size",
     "feature_map_model",
     "nin_blocks",
     "BN_MOMENTUM",
@@ -67,3 +68,14 @@ def feature_map_model(encoder: keras.Model) -> keras.Model:
     """`images -> feature_map [N, H, W, C]`, sharing the encoder's layers and weights."""
     feature_map = encoder.get_layer(FEATURE_MAP).output
     return keras.Model(encoder.input, feature_map, name=f"{encoder.name}_feature_map")
+
+
+def at_input_size(encoder: keras.Model, size: int, name: str | None = None) -> keras.Model:
+    """The same encoder (same layers, same weights) rebuilt on `[N, size, size, 3]` inputs.
+
+    Patch-based pretext tasks train the encoder on patches smaller than the images it is evaluated and
+    exported on; every encoder here is fully convolutional up to global pooling, so one set of weights
+    serves both sizes.
+    """
+    patches = keras.Input((size, size, 3), name=f"{name or encoder.name}_input")
+    return keras.models.clone_model(encoder, input_tensors=patches, clone_function=lambda layer: layer)

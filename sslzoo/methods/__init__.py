@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 
 from sslzoo.methods import rotnet  # noqa: F401  (registers "rotnet")
+from sslzoo.methods import jigsaw  # noqa: F401
+from sslzoo.methods import relpatch  # noqa: F401
 from sslzoo.methods.base import SSLMethod
 from sslzoo.registry import METHODS
 
