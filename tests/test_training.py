@@ -178,7 +178,7 @@ def test_mixed_bfloat16_trains_and_leaves_the_global_policy_alone(tmp_path):
     "overrides, fragment",
     [
         (["encoder.name=resnet19"], "encoder.name 'resnet19' is not registered; available: convnet_small"),
-        (["method.name=rotnet2"], "method.name 'rotnet2' is not registered; available: rotnet"),
+        (["method.name=rotnet2"], "method.name 'rotnet2' is not registered; available: "),
         (["encoder.options.depth=3"], "encoder.options depth not accepted by 'convnet_small'"),
         (["data.source=folder", "data.path=/nonexistent/images"], "does not exist"),
     ],
