@@ -259,10 +259,6 @@ def test_head_arguments_are_checked_before_any_work(tmp_path, kwargs, error, mat
     assert list(tmp_path.iterdir()) == []
 
 
-needs_serving_api = pytest.mark.skipif(not sr.serving_api_available(), reason="tensorflow-serving-api missing")
-
-
-@needs_serving_api
 def test_warmup_file_parses_as_prediction_logs(exported):
     _, _, out, loaded = exported
     logs = sr.read_warmup_requests(out / "1")
@@ -301,7 +297,6 @@ def test_rest_bodies_feed_the_signatures(exported):
         sr.rest_b64_body(b"one bytes object")
 
 
-@needs_serving_api
 def test_grpc_requests_match_signature_specs(exported):
     encoder, _, _, loaded = exported
     images = random_images(2, seed=41)
