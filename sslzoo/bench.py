@@ -1,11 +1,14 @@
 """Throughput benchmark of the training path on this machine.
 
-    python -m sslzoo.bench [--data ../shared/data/cifar10/train] [--encoder convnet_small] [--steps 40]
+    python -m sslzoo.bench [--config zoo_configs/rotnet_convnet_small_cifar10.yaml] [--encoder resnet18]
+        [--precision mixed_bfloat16] [--batch-size 128] [--steps 40] [--data ../shared/data/cifar10/train]
 
-Prints: this CPU's float32 matmul GFLOP/s (the ceiling), the RotNet training step's images/s on
-in-memory input, the input pipeline alone, end to end from the image folder, and the peak memory of the
-README demo. An image is one source image (RotNet turns it into four rotated inputs).
-Targets (issue 2): end to end >= 90% of the in-memory step rate; README demo peak memory < 4 GB.
+Prints: this CPU's float32 matmul GFLOP/s (the ceiling), the method's training step's images/s on
+in-memory input, the input pipeline alone (in-memory uint8 -> the method's augmentation), the
+augmentation from JPEG files (read + decode + augment, e.g. SimCLR's two views), end to end from the image
+folder, and the peak memory of the README demo. An image is one source image (RotNet turns it into four
+rotated inputs, SimCLR into two views).
+Targets: end to end >= 90% of the in-memory step rate (issues 2 and 6); README demo peak memory < 4 GB.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 from sslzoo import config as config_lib
@@ -40,12 +44,40 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def _config(data_path: str, encoder: str, batch_size: int) -> config_lib.Config:
-    return config_lib.load(
-        ROOT / "zoo_configs/rotnet_convnet_small_cifar10.yaml",
-        ["data.source=folder", f"data.path={data_path}", f"encoder.name={encoder}",
-         f"trainer.batch_size={batch_size}"],
+def _config(path: str, data_path: str, encoder: str, batch_size: int, precision: str) -> config_lib.Config:
+    overrides = ["data.source=folder", f"data.path={data_path}", f"trainer.batch_size={batch_size}",
+                 f"trainer.mixed_precision={precision}"]
+    if encoder:
+        overrides.append(f"encoder.name={encoder}")
+    return config_lib.load(path, overrides)
+
+
+def jpeg_augment_rate(data_path: str, augment, batch_size: int, batches: int, image_size: int = 32) -> float:
+    """Images/s of read + decode + the method's batched augmentation, straight from the JPEG files (what a
+    PyTorch DataLoader with a per-image transform does), on tf.data's parallel reader."""
+    files = sorted(str(f) for f in Path(data_path).rglob("*.jpg"))[: batch_size * (batches + 2)]
+
+    def decode(path):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        # Methods read the static image size (e.g. to cut patches); CIFAR files are all 32x32.
+        image = tf.ensure_shape(image, [image_size, image_size, 3])
+        return tf.cast(image, tf.float32) / 255.0
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(files)
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True)
+        .enumerate()
+        .map(lambda i, x: augment(x, tf.zeros([batch_size], tf.int32), tf.stack([tf.cast(i, tf.int32), 0])),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
     )
+    iterator = iter(dataset)
+    next(iterator)  # tracing
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
 
 
 def _timed_fit(method, dataset, steps: int, warmup: int = 5) -> float:
@@ -88,13 +120,19 @@ def bench_training(config: config_lib.Config, steps: int) -> dict:
         end_to_end_seconds = min(end_to_end_seconds, _timed_fit(method, pipeline(10).repeat(), steps))
     step_rate = steps * batch / step_seconds
     end_to_end_rate = steps * batch / end_to_end_seconds
+    jpeg_rate = jpeg_augment_rate(
+        config.data.path, method.augment, batch, batches=max(steps, 20), image_size=config.data.image_size
+    )
     return {
+        "method": config.method.name,
         "encoder": config.encoder.name,
+        "precision": config.trainer.mixed_precision,
         "batch_size": batch,
         "decode_seconds": round(decode_seconds, 1),
         "decoded_images": int(len(splits.train.labels) + len(splits.val.labels)),
         "step_images_per_second": round(step_rate, 1),
         "pipeline_images_per_second": round(pipeline_rate, 1),
+        "jpeg_augment_images_per_second": round(jpeg_rate, 1),
         "end_to_end_images_per_second": round(end_to_end_rate, 1),
         "end_to_end_over_step": round(end_to_end_rate / step_rate, 3),
     }
@@ -113,14 +151,18 @@ def demo_peak_memory_mb(output: Path) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/cifar10/train"))
-    parser.add_argument("--encoder", default="convnet_small")
+    parser.add_argument("--config", default=str(ROOT / "zoo_configs/rotnet_convnet_small_cifar10.yaml"))
+    parser.add_argument("--encoder", default="", help="override the config's encoder (e.g. resnet18)")
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--skip-demo", action="store_true", help="skip the README demo memory run")
     args = parser.parse_args(argv)
 
     results = {"matmul_gflops": round(matmul_gflops(), 1)}
-    results.update(bench_training(_config(args.data, args.encoder, args.batch_size), args.steps))
+    config = _config(args.config, args.data, args.encoder, args.batch_size, args.precision)
+    keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
+    results.update(bench_training(config, args.steps))
     if not args.skip_demo:
         import tempfile
 

@@ -33,6 +33,15 @@ class DataConfig:
     max_examples: int = 0  # 0 = all; else a deterministic stratified subset taken before the split
     synthetic_examples: int = 6000
     max_bad_fraction: float = 0.01
+    # Video sources (video_synthetic | video_folder | video_tfds; sslzoo.video), ignored by image sources.
+    # video_synthetic reads data.path, when set, as an image folder to cut objects and backgrounds from;
+    # video_folder reads data.path as <root>/<video>/<frame>.jpg; video_tfds reads data.name/data.split.
+    clip_length: int = 4  # frames per training clip: clip_length - 1 references + 1 target
+    frame_step: int = 1  # real videos: keep every k-th frame (the paper samples Kinetics at 6 fps)
+    num_clips: int = 1000  # training clips: generated (video_synthetic), or at most this many (0 = all)
+    eval_clips: int = 32  # tracking-evaluation clips (generated, or at most this many annotated videos)
+    eval_clip_length: int = 12  # frames per tracking-evaluation clip (0 = whole videos)
+    annotations_path: str = ""  # video_folder: instance masks <root>/<video>/<frame>.png (DAVIS layout)
 
 
 @dataclass
@@ -102,7 +111,7 @@ class Config:
 
 
 _CHOICES = {
-    "data.source": ("folder", "tfds", "synthetic"),
+    "data.source": ("folder", "tfds", "synthetic", "video_synthetic", "video_folder", "video_tfds"),
     "optimizer.name": ("sgd", "adam", "adamw", "lamb", "lars"),
     "optimizer.schedule": ("cosine", "piecewise", "constant"),
     "trainer.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
@@ -208,6 +217,15 @@ def validate(config: Config) -> None:
         (0.0 <= config.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
         (config.data.source != "folder" or bool(config.data.path),
          "data.path must name the image folder when data.source=folder"),
+        (config.data.source != "video_folder" or bool(config.data.path),
+         "data.path must name the video folder (<root>/<video>/<frame>.jpg) when data.source=video_folder"),
+        (config.data.clip_length >= 2, "data.clip_length must be >= 2 (at least one reference and a target)"),
+        (config.data.frame_step >= 1, "data.frame_step must be >= 1"),
+        (config.data.num_clips >= 0 and (config.data.source != "video_synthetic" or config.data.num_clips >= 1),
+         "data.num_clips must be >= 1 for video_synthetic (>= 0 for real videos, 0 = all)"),
+        (config.data.eval_clips >= 1, "data.eval_clips must be >= 1"),
+        (config.data.eval_clip_length == 0 or config.data.eval_clip_length >= 2,
+         "data.eval_clip_length must be 0 (whole videos) or >= 2"),
         (config.trainer.epochs >= 1, "trainer.epochs must be >= 1"),
         (config.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
         (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import keras
 import tensorflow as tf
+from PIL import Image
 
 import sslzoo
 from sslzoo import config as config_lib
@@ -52,7 +53,7 @@ def first_batch(method, splits, batch_size=16):
 
 
 def check_method_contract(method_name: str, options: dict, tmp_path, image_size: int = 32) -> None:
-    """Fit step, config round trip, .keras save/load, SavedModel and TFLite parity of the encoder."""
+    """Fit step, pretext pictures, config round trip, .keras save/load, SavedModel and TFLite parity."""
     keras.utils.set_random_seed(0)
     config = tiny_config(method_name, options, image_size=image_size)
     splits = load_splits(config.data)
@@ -68,6 +69,13 @@ def check_method_contract(method_name: str, options: dict, tmp_path, image_size:
     assert np.isfinite(loss), f"{method_name}: loss is {loss}"
     moved = [not np.allclose(a, b) for a, b in zip(before, encoder.get_weights())]
     assert any(moved), f"{method_name}: one fit step left every encoder weight unchanged"
+
+    # 1b. The method draws its pretext task: at least one PNG, readable, in the folder it was given.
+    pictures = method.save_pictures(batch, tmp_path)
+    assert pictures, f"{method_name}: save_pictures wrote no picture"
+    for name in pictures:
+        with Image.open(tmp_path / name) as picture:
+            assert picture.format == "PNG" and min(picture.size) >= 64, (name, picture.size)
 
     # 2. Config round trip: from_config(get_config()) rebuilds an equal configuration.
     rebuilt = type(method).from_config(method.get_config())

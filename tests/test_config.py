@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,9 @@ def test_zoo_configs_load_with_the_folder_overrides(path):
     assert "python train.py" in path.read_text().split("\n\n")[0] or "Run:" in path.read_text()
     config = config_lib.load(path, FOLDER_OVERRIDES)
     assert config.data.source == "folder" and config.trainer.epochs == 1
-    # Names follow <method>_<encoder>_<dataset>.yaml.
-    assert path.stem.startswith(f"{config.method.name}_{config.encoder.name}_")
+    # Names follow <method>[_<version>]_<encoder>_<dataset>.yaml (e.g. moco_v2_convnet_small_cifar10).
+    method, encoder = config.method.name, config.encoder.name
+    assert re.fullmatch(rf"{method}(_v\d)?_{encoder}_\w+", path.stem), path.stem
 
 
 def test_zoo_config_methods_and_encoders_exist():

@@ -1,9 +1,11 @@
 """RotNet learns: on the CIFAR-10 validation split its encoder beats the same encoder at random init.
 
 The whole user path runs here, as a user runs it: train.py on the CIFAR folder -> export.py -> sslzoo.load.
-Budget: 20,000 of the 50,000 training images (18,000 train / 2,000 validation, stratified), 5 epochs,
-about 4 minutes on 2 CPU cores with the config's half-width ConvNet. Measured on that machine: kNN 44.9 vs 34.3 at random init (+10.6),
-linear 51.3 vs 42.2 (+9.1). The asserted margin is 5 points on both, half the measured gain.
+Budget: 10,000 of the 50,000 training images (9,000 train / 1,000 validation, stratified), 4 epochs, with
+the config's half-width ConvNet. Measured (2-core CPU, `train.py --config
+zoo_configs/rotnet_convnet_small_cifar10.yaml --set data.source=folder data.path=../shared/data/cifar10/train
+data.max_examples=10000 trainer.epochs=4`): kNN 39.2 vs 32.3 at random init (+6.9), linear 46.1 vs 38.4
+(+7.7), rotation top-1 62%. The asserted margin is 3.5 points on both, half the measured gain.
 """
 
 import json
@@ -18,21 +20,21 @@ import pytest
 import sslzoo
 from tests.harness import ROOT, train_on_cifar
 
-MARGIN = 5.0
+MARGIN = 3.5
 
 
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("cifar") / "rotnet"
     metrics = train_on_cifar(run, "zoo_configs/rotnet_convnet_small_cifar10.yaml",
-                             "data.max_examples=20000", "trainer.epochs=5")
+                             "data.max_examples=10000", "trainer.epochs=4")
     return run, metrics
 
 
 def test_rotnet_beats_its_random_init_encoder_on_cifar10_validation(cifar_run):
     _, metrics = cifar_run
     baseline = metrics["random_init"]
-    assert metrics["data"]["num_val"] == 2000 and metrics["data"]["bad_images"] == 0
+    assert metrics["data"]["num_val"] == 1000 and metrics["data"]["bad_images"] == 0
     assert metrics["knn_top1"] >= baseline["knn_top1"] + MARGIN, metrics
     assert metrics["linear_top1"] >= baseline["linear_top1"] + MARGIN, metrics
     # The pretext task itself is learned well above chance (25% for four rotations).

@@ -7,6 +7,7 @@ from sslzoo.augment.patches import (
     color_drop,
     normalize_patches,
     random_pixelation,
+    sample_patch_grid,
     sample_patch_pairs,
 )
 from sslzoo.backbones import build_encoder
@@ -14,7 +15,7 @@ from sslzoo.config import ConfigError
 from sslzoo.data import load_splits
 from sslzoo.methods import build_method
 from sslzoo.training.trainer import build_models
-from tests.harness import check_method_contract, first_batch, tiny_config
+from tests.harness import check_method_contract, first_batch, tiny_config, train_on_cifar
 
 # Reading order of the 8 neighbours: (row, col) displacement of the neighbour relative to the centre.
 DISPLACEMENT = {0: (-1, -1), 1: (-1, 0), 2: (-1, 1), 3: (0, -1), 4: (0, 1), 5: (1, -1), 6: (1, 0), 7: (1, 1)}
@@ -64,6 +65,29 @@ def test_pair_labels_geometry_gap_and_jitter_eagerly(patch, gap, jitter, size):
     assert (np.abs(offsets - steps).max() > 0) == (jitter > 0)
 
 
+@pytest.mark.parametrize("patch, gap, jitter, size", [(8, 2, 1, 32), (16, 4, 2, 64), (7, 6, 3, 40)])
+def test_grid_patches_sit_in_their_cells_with_the_gap_and_jitter(patch, gap, jitter, size):
+    images = tf.random.uniform((32, size, size, 3), seed=9)
+    out = sample_patch_grid(images, patch, gap, jitter, tf.constant([5, 6]))
+    patches, top_left = out["patches"].numpy(), out["top_left"].numpy()
+    assert patches.shape == (32, 9, patch, patch, 3)
+    step = patch + gap
+    for b in range(32):
+        for i, (y, x) in enumerate(top_left[b]):
+            assert 0 <= min(y, x) and max(y, x) + patch <= size
+            np.testing.assert_array_equal(patches[b, i], images[b, y:y + patch, x:x + patch])
+            # Cell (r, c) of the grid: offset from the centre cell is (r - 1, c - 1) steps, +-2 jitter.
+            r, c = divmod(i, 3)
+            dy, dx = top_left[b, i] - top_left[b, 4]
+            assert abs(dy - (r - 1) * step) <= 2 * jitter and abs(dx - (c - 1) * step) <= 2 * jitter
+        # Horizontally and vertically adjacent patches keep at least gap - 2 * jitter pixels apart.
+        grid = top_left[b].reshape(3, 3, 2)
+        assert (np.diff(grid[..., 1], axis=1) - patch).min() >= gap - 2 * jitter
+        assert (np.diff(grid[..., 0], axis=0) - patch).min() >= gap - 2 * jitter
+    if jitter:  # the jitter is used, not always zero
+        assert (np.abs(top_left - top_left[:, 4:5]) % step).max() > 0
+
+
 def test_pair_labels_inside_tf_data():
     patch, gap, jitter = 8, 2, 1
     images = tf.random.uniform((4, 16, 32, 32, 3), seed=2)
@@ -74,26 +98,35 @@ def test_pair_labels_inside_tf_data():
         _check_pairs(batch, out, patch, gap, jitter)
 
 
-def test_method_augment_in_the_pipeline_cuts_located_patches():
-    """No jitter, no countermeasures: find both patches in the image; their grid cells give the label."""
-    options = {**SMALL, "jitter": 0, "color_drop": False, "per_patch_norm": False, "pixelation": False}
+@pytest.mark.parametrize("pairs, count", [("one", 1), ("all", 8)])
+def test_method_augment_in_the_pipeline_cuts_located_patches(pairs, count):
+    """No jitter, no countermeasures: find every patch in the image; their grid cells give the labels."""
+    options = {**SMALL, "jitter": 0, "color_drop": False, "per_patch_norm": False, "pixelation": False,
+               "pairs": pairs}
     config = tiny_config("relpatch", options)
     splits = load_splits(config.data)
     _, method = build_models(config, num_classes=len(splits.class_names))
     batch = first_batch(method, splits, batch_size=16)  # runs method.augment inside tf.data
     images, labels = batch["images"].numpy(), batch["pretext_labels"].numpy()
+    assert labels.shape == (16, count) and batch["neighbours"].shape == (16, count, 8, 8, 3)
+    if pairs == "all":
+        assert (np.sort(labels, axis=1) == np.arange(8)).all()  # every position once per image
     patch, step = 8, 10
     windows = np.lib.stride_tricks.sliding_window_view(images, (patch, patch), axis=(1, 2))
+
+    def locate(b, patch_pixels):
+        target = np.moveaxis(patch_pixels, -1, 0)  # [3, p, p] like the windows' tail
+        hits = np.argwhere(np.all(windows[b] == target, axis=(2, 3, 4)))
+        assert len(hits) >= 1
+        return hits[0]
+
     for b in range(16):
-        where = []
-        for key in ("centre", "neighbour"):
-            target = np.moveaxis(batch[key].numpy()[b], -1, 0)  # [3, p, p] like the windows' tail
-            hits = np.argwhere(np.all(windows[b] == target, axis=(2, 3, 4)))
-            assert len(hits) >= 1
-            where.append(hits[0])
-        (cy, cx), (ny, nx) = where
-        assert ((ny - cy) // step if ny != cy else 0, (nx - cx) // step if nx != cx else 0) == DISPLACEMENT[labels[b]]
-        assert abs(ny - cy) in (0, step) and abs(nx - cx) in (0, step)
+        cy, cx = locate(b, batch["centre"].numpy()[b])
+        for m in range(count):
+            ny, nx = locate(b, batch["neighbours"].numpy()[b, m])
+            moved = ((ny - cy) // step if ny != cy else 0, (nx - cx) // step if nx != cx else 0)
+            assert moved == DISPLACEMENT[labels[b, m]]
+            assert abs(ny - cy) in (0, step) and abs(nx - cx) in (0, step)
     assert batch["images"].shape == (16, 32, 32, 3) and batch["labels"].shape == (16,)
 
 
@@ -122,10 +155,11 @@ def test_per_patch_normalisation_reaches_the_encoder_as_zero_mean_unit_std():
     np.testing.assert_allclose(z.std(axis=(1, 2, 3)), 1, atol=1e-3)
     # Through the method: after the encoder's own Normalization layer, each patch is exactly z.
     encoder = build_encoder("convnet_small", 32, width=0.25)
-    method = build_method("relpatch", SMALL, encoder)
+    # Pixelation off: a patch pixelated to 1 px and colour-dropped is pure noise of variance ~ epsilon.
+    method = build_method("relpatch", {**SMALL, "pixelation": False}, encoder)
     data = method.augment(tf.random.uniform((8, 32, 32, 3), seed=4), tf.zeros(8, tf.int32), tf.constant([0, 1]))
-    for key in ("centre", "neighbour"):
-        seen = encoder.get_layer("normalization")(data[key]).numpy()
+    for patches in (data["centre"], tf.reshape(data["neighbours"], [-1, 8, 8, 3])):
+        seen = encoder.get_layer("normalization")(patches).numpy()
         np.testing.assert_allclose(seen.mean(axis=(1, 2, 3)), 0, atol=1e-4)
         np.testing.assert_allclose(seen.std(axis=(1, 2, 3)), 1, atol=1e-3)
 
@@ -153,6 +187,7 @@ def test_pixelation_hits_about_a_third_and_keeps_constant_patches():
         ({**SMALL, "resize_to": -1}, "resize_to -1"),
         ({**SMALL, "colour_drop": True}, "unknown method.options key"),
         ({**SMALL, "pixelation": 1}, "expected bool"),
+        ({**SMALL, "pairs": "some"}, "use 'all' or 'one'"),
     ],
 )
 def test_bad_options_fail_clearly(options, fragment):
@@ -172,3 +207,17 @@ def test_native_resolution_contract_loss_is_near_chance():
     loss, logs = method.compute_loss_and_logs(data, training=False)
     assert abs(float(logs["loss"]) - np.log(8)) < 1.0 and "probe_top1" in logs
     assert NEIGHBOUR_CELLS[4] == (1, 2)  # label 4 is "right"
+
+
+def test_relpatch_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):
+    """10,000 CIFAR-10 images (9,000 train / 1,000 validation), 4 epochs, all 8 pairs per image, the zoo
+    config otherwise. Measured on a 2-core CPU (219 s of training while ~6 other jobs shared it): kNN
+    35.7 vs 32.3 at random init (+3.4), linear 41.2 vs 38.4 (+2.8), validation position top-1 34% (chance
+    12.5%). Asserted: half of each gain."""
+    metrics = train_on_cifar(tmp_path / "relpatch", "zoo_configs/relpatch_convnet_small_cifar10.yaml",
+                             "data.max_examples=10000", "trainer.epochs=4")
+    baseline = metrics["random_init"]
+    assert metrics["knn_top1"] >= baseline["knn_top1"] + 1.7, metrics
+    assert metrics["linear_top1"] >= baseline["linear_top1"] + 1.4, metrics
+    assert metrics["pretext_val"]["position_top1"] > 0.25
+    assert (tmp_path / "relpatch" / "relpatch.png").exists() and metrics["pictures"] == ["relpatch.png"]

@@ -42,7 +42,7 @@ def finished_run(tmp_path_factory):
 def test_run_folder_has_everything(finished_run):
     run, metrics = finished_run
     for name in ["config.yaml", "metrics.json", "encoder.keras", "linear_head.keras", "history.csv",
-                 "init.weights.h5", "parity_samples.npy"]:
+                 "init.weights.h5", "parity_samples.npy", "rotnet.png"]:
         assert (run / name).exists(), name
     assert list((run / "checkpoints").glob("ckpt-2*")), "no checkpoint for the last epoch"
     assert list((run / "logs").rglob("events.out.tfevents*")), "no TensorBoard logs"
@@ -50,6 +50,7 @@ def test_run_folder_has_everything(finished_run):
     for key in ["method", "encoder", "dataset", "knn_top1", "linear_top1", "train_seconds", "images_per_second"]:
         assert key in written, key
     assert set(written["random_init"]) == {"knn_top1", "linear_top1"}
+    assert written["pictures"] == ["rotnet.png"]
     assert written["data"]["bad_images"] == 0 and written["method"] == "rotnet"
     assert 0 <= written["knn_top1"] <= 100 and 0 <= written["pretext_val"]["rotation_top1"] <= 1
     assert config_lib.load(run / "config.yaml") == small_config("trainer.epochs=2")

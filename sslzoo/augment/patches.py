@@ -27,6 +27,8 @@ from sslzoo.config import ConfigError
 
 # (row, col) of each label in the 3x3 grid, reading order without the centre.
 NEIGHBOUR_CELLS = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2))
+# Index of each label's cell in a row-major 3x3 grid (4 is the centre).
+NEIGHBOUR_INDICES = tuple(3 * r + c for r, c in NEIGHBOUR_CELLS)
 # Paper / D-code: a third of the patches are downsampled (to 10..95 px for 96 px patches) and upsampled back.
 PIXELATION_FRACTION = 1.0 / 3.0
 PIXELATION_MIN_RATIO = 10.0 / 96.0
@@ -103,6 +105,39 @@ def sample_patch_pairs(
         "centre_yx": centre_yx,
         "neighbour_yx": neighbour_yx,
     }
+
+
+def sample_patch_grid(
+    images: tf.Tensor, patch: int, gap: int, jitter: int, seed: tf.Tensor
+) -> Dict[str, tf.Tensor]:
+    """All nine patches of one jittered 3x3 grid per image: the centre and its 8 neighbours.
+
+    The D-code trains on every valid pair of a sampled grid; this gives the 8 (centre, neighbour) pairs of
+    one grid for the price of 9 patch encodings instead of 16.
+
+    Args:
+        images: float [B, S, S, C]; S >= grid_extent(patch, gap, jitter).
+        patch, gap, jitter: geometry in pixels of `images`.
+        seed: int [2] stateless seed.
+    Returns:
+        {"patches": [B, 9, patch, patch, C] in reading order (index 4 is the centre),
+         "top_left": int32 [B, 9, 2] (row, col) of each patch in `images`}.
+    """
+    grid_seed, jitter_seed = split_seed(seed, 2)
+    batch = tf.shape(images)[0]
+    room = tf.shape(images)[1] - grid_extent(patch, gap, jitter)
+    origin = tf.random.stateless_uniform([batch, 1, 2], seed=grid_seed, minval=0, maxval=room + 1, dtype=tf.int32)
+    shifts = tf.random.stateless_uniform(
+        [batch, 9, 2], seed=jitter_seed, minval=-jitter, maxval=jitter + 1, dtype=tf.int32
+    )
+    cells = tf.constant([(r, c) for r in range(3) for c in range(3)], tf.int32)[tf.newaxis]  # [1, 9, 2]
+    top_left = origin + jitter + cells * (patch + gap) + shifts
+    offsets = tf.range(patch)
+    rows = top_left[..., :1] + offsets  # [B, 9, patch]
+    cols = top_left[..., 1:] + offsets
+    patches = tf.gather(images, rows, axis=1, batch_dims=1)  # [B, 9, patch, S, C]
+    patches = tf.gather(patches, cols, axis=3, batch_dims=2)  # [B, 9, patch, patch, C]
+    return {"patches": patches, "top_left": top_left}
 
 
 def _resampling_matrices(sizes: tf.Tensor, patch: int) -> tf.Tensor:

@@ -9,8 +9,10 @@ pool named "features". Spatial features share the encoder's weights:
 from __future__ import annotations
 
 import inspect
+from typing import Optional, Tuple
 
 import keras
+import numpy as np
 
 # Imported for their `@register_encoder` side effect.
 from sslzoo.backbones import convnet, nin, resnet  # noqa: F401
@@ -22,6 +24,7 @@ __all__ = [
     "build_encoder",
     "encoder_options",
     "at_input_size",
+    "input_normalization",
     "feature_map_model",
     "nin_blocks",
     "BN_MOMENTUM",
@@ -79,3 +82,18 @@ def at_input_size(encoder: keras.Model, size: int, name: str | None = None) -> k
     """
     patches = keras.Input((size, size, 3), name=f"{name or encoder.name}_input")
     return keras.models.clone_model(encoder, input_tensors=patches, clone_function=lambda layer: layer)
+
+
+def input_normalization(encoder: keras.Model) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(mean, std), float32 [3] each, of the encoder's input "normalization" layer; None without one.
+
+    Methods that feed the encoder something other than RGB images (normalised patches, L, ab) pre-shift
+    their input by these so that the encoder's first conv sees exactly the standardised values.
+    """
+    try:
+        config = encoder.get_layer("normalization").get_config()
+    except ValueError:
+        return None
+    mean = np.broadcast_to(np.asarray(config["mean"], np.float32).reshape(-1), (3,))
+    std = np.sqrt(np.broadcast_to(np.asarray(config["variance"], np.float32).reshape(-1), (3,)))
+    return mean.astype(np.float32), std.astype(np.float32)

@@ -25,6 +25,7 @@ BN_EPSILON = 1e-5
 
 FEATURE_MAP = "feature_map"  # the last spatial activation; methods needing spatial features read it
 FEATURES = "features"  # the pooled output [N, D]
+NORMS = ("batch", "layer")  # encoder option `norm`: BatchNormalization or per-example layer norm
 
 
 def conv_initializer() -> keras.initializers.Initializer:
@@ -48,6 +49,28 @@ def check_stats(mean: Sequence[float], std: Sequence[float]) -> Tuple[list, list
     if not all(math.isfinite(m) for m in mean) or not all(math.isfinite(s) and s > 0 for s in std):
         raise ValueError(f"mean must be finite and std finite and > 0, got mean={mean}, std={std}")
     return mean, [s * s for s in std]
+
+
+def check_norm(norm: str) -> str:
+    """Return `norm` if it is a known normalisation ("batch" or "layer"), else raise ValueError."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return norm
+
+
+def normalization(x, norm: str, name: str, suffix: str = "", bn_momentum: float = BN_MOMENTUM):
+    """BatchNormalization, or layer normalisation of each example (over H, W and C, per-channel scale).
+
+    "layer" is GroupNormalization with one group: statistics of one example only, so examples (and
+    CPC's patches) cannot exchange information through the batch (CPC v2's reason to drop BN), and the
+    per-channel gamma/beta do not depend on the input size (LayerNormalization over H, W, C would hold
+    H x W x C weights and break `at_input_size`).
+    """
+    if check_norm(norm) == "layer":
+        return keras.layers.GroupNormalization(groups=1, epsilon=BN_EPSILON, name=f"{name}_ln{suffix}")(x)
+    return keras.layers.BatchNormalization(
+        momentum=bn_momentum, epsilon=BN_EPSILON, name=f"{name}_bn{suffix}"
+    )(x)
 
 
 def scaled_width(base: int, width: float) -> int:
@@ -87,8 +110,9 @@ def conv_bn(
     bn_momentum: float = BN_MOMENTUM,
     relu_name: Optional[str] = None,
     index: Optional[int] = None,
+    norm: str = "batch",
 ):
-    """Conv (no bias: BN's beta replaces it) -> BN -> optional ReLU.
+    """Conv (no bias: the norm's beta replaces it) -> BN (or layer norm) -> optional ReLU.
 
     Stride 1 uses "same" padding. A strided conv pads (k - 1) // 2 on every side explicitly, as PyTorch
     and SimCLR's `conv2d_fixed_padding` do; Keras' "same" would pad only bottom/right on even inputs.
@@ -97,6 +121,7 @@ def conv_bn(
         x: `[N, H, W, C]`.
         name: prefix; layers are `{name}_conv{index}`, `{name}_bn{index}`, `{name}_relu{index}` (the
             ReLU is `relu_name` if given), e.g. "block2_conv1".
+        norm: "batch" (BatchNormalization) or "layer" (`{name}_ln{index}`, see `normalization`).
 
     Returns:
         `[N, H / strides, W / strides, filters]`.
@@ -117,9 +142,7 @@ def conv_bn(
         kernel_initializer=conv_initializer(),
         name=f"{name}_conv{suffix}",
     )(x)
-    x = keras.layers.BatchNormalization(
-        momentum=bn_momentum, epsilon=BN_EPSILON, name=f"{name}_bn{suffix}"
-    )(x)
+    x = normalization(x, norm, name, suffix, bn_momentum=bn_momentum)
     if relu:
         x = keras.layers.ReLU(name=relu_name or f"{name}_relu{suffix}")(x)
     return x

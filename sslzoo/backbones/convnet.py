@@ -12,6 +12,7 @@ from sslzoo.backbones.common import (
     CIFAR_STD,
     FEATURE_MAP,
     check_image_size,
+    check_norm,
     conv_bn,
     image_input,
     pooled_features,
@@ -30,6 +31,7 @@ def convnet_small(
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
     bn_momentum: float = BN_MOMENTUM,
+    norm: str = "batch",
 ) -> keras.Model:
     """A VGG-like ConvNet: `blocks` x (Conv3x3-BN-ReLU), 2x2 max-pool between blocks, global average pool.
 
@@ -42,6 +44,8 @@ def convnet_small(
         blocks: number of conv blocks (>= 1); a pool follows every block but the last.
         mean, std: per-channel input statistics in [0, 1] units.
         bn_momentum: Keras BatchNormalization momentum.
+        norm: "batch" (BatchNormalization) or "layer" (per-example layer norm, e.g. CPC v2's patch
+            encoder, which must not share statistics between patches).
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, D]`, D = 32 * 2**(blocks - 1) * width.
@@ -52,6 +56,7 @@ def convnet_small(
         raise ValueError(f"blocks must be an integer >= 1, got {blocks!r}")
     # Every pool halves the map; keep at least one pixel at the end.
     check_image_size(image_size, minimum=2 ** (blocks - 1))
+    check_norm(norm)
     inputs, x = image_input(image_size, mean, std)
     for index in range(blocks):
         base = BASE_WIDTHS[index] if index < len(BASE_WIDTHS) else BASE_WIDTHS[-1] * 2 ** (index - 3)
@@ -64,6 +69,7 @@ def convnet_small(
             name=name,
             bn_momentum=bn_momentum,
             relu_name=FEATURE_MAP if last else None,
+            norm=norm,
         )
         if not last:
             x = keras.layers.MaxPooling2D(pool_size=2, name=f"{name}_pool")(x)

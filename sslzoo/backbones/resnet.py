@@ -16,6 +16,7 @@ from sslzoo.backbones.common import (
     CIFAR_STD,
     FEATURE_MAP,
     check_image_size,
+    check_norm,
     conv_bn,
     image_input,
     pooled_features,
@@ -28,48 +29,55 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 STEMS = ("cifar", "imagenet")
 
 
-def _shortcut(x, out_channels: int, strides: int, name: str, bn_momentum: float):
+def _shortcut(x, out_channels: int, strides: int, name: str, bn_momentum: float, norm: str = "batch"):
     """Identity, or a 1x1 conv + BN projection when the block changes the shape (He et al.'s option B)."""
     if strides == 1 and x.shape[-1] == out_channels:
         return x
     return conv_bn(
-        x, out_channels, 1, strides=strides, relu=False, name=f"{name}_shortcut", bn_momentum=bn_momentum
+        x, out_channels, 1, strides=strides, relu=False, name=f"{name}_shortcut", bn_momentum=bn_momentum,
+        norm=norm,
     )
 
 
-def basic_block(x, filters: int, strides: int, name: str, bn_momentum: float, out_name: Optional[str] = None):
+def basic_block(
+    x, filters: int, strides: int, name: str, bn_momentum: float, out_name: Optional[str] = None,
+    norm: str = "batch",
+):
     """ResNet basic block: 3x3 conv-BN-ReLU, 3x3 conv-BN, add the shortcut, ReLU.
 
     Args:
         x: `[N, H, W, C]`.
         out_name: name of the block's final ReLU (default `{name}_out`).
+        norm: "batch" or "layer" (see `common.normalization`).
 
     Returns:
         `[N, H / strides, W / strides, filters]`.
     """
-    shortcut = _shortcut(x, filters, strides, name, bn_momentum)
-    x = conv_bn(x, filters, 3, strides=strides, name=name, index=1, bn_momentum=bn_momentum)
-    x = conv_bn(x, filters, 3, relu=False, name=name, index=2, bn_momentum=bn_momentum)
+    shortcut = _shortcut(x, filters, strides, name, bn_momentum, norm)
+    x = conv_bn(x, filters, 3, strides=strides, name=name, index=1, bn_momentum=bn_momentum, norm=norm)
+    x = conv_bn(x, filters, 3, relu=False, name=name, index=2, bn_momentum=bn_momentum, norm=norm)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.ReLU(name=out_name or f"{name}_out")(x)
 
 
 def bottleneck_block(
-    x, filters: int, strides: int, name: str, bn_momentum: float, out_name: Optional[str] = None
+    x, filters: int, strides: int, name: str, bn_momentum: float, out_name: Optional[str] = None,
+    norm: str = "batch",
 ):
     """ResNet bottleneck block: 1x1 conv (filters), 3x3 conv (filters, strided), 1x1 conv (4 * filters).
 
     Args:
         x: `[N, H, W, C]`.
         out_name: name of the block's final ReLU (default `{name}_out`).
+        norm: "batch" or "layer" (see `common.normalization`).
 
     Returns:
         `[N, H / strides, W / strides, 4 * filters]`.
     """
-    shortcut = _shortcut(x, 4 * filters, strides, name, bn_momentum)
-    x = conv_bn(x, filters, 1, name=name, index=1, bn_momentum=bn_momentum)
-    x = conv_bn(x, filters, 3, strides=strides, name=name, index=2, bn_momentum=bn_momentum)
-    x = conv_bn(x, 4 * filters, 1, relu=False, name=name, index=3, bn_momentum=bn_momentum)
+    shortcut = _shortcut(x, 4 * filters, strides, name, bn_momentum, norm)
+    x = conv_bn(x, filters, 1, name=name, index=1, bn_momentum=bn_momentum, norm=norm)
+    x = conv_bn(x, filters, 3, strides=strides, name=name, index=2, bn_momentum=bn_momentum, norm=norm)
+    x = conv_bn(x, 4 * filters, 1, relu=False, name=name, index=3, bn_momentum=bn_momentum, norm=norm)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.ReLU(name=out_name or f"{name}_out")(x)
 
@@ -84,6 +92,7 @@ def build_resnet(
     mean: Sequence[float],
     std: Sequence[float],
     bn_momentum: float,
+    norm: str = "batch",
 ) -> keras.Model:
     """A ResNet encoder without its classifier.
 
@@ -95,6 +104,7 @@ def build_resnet(
         stem: "cifar" (3x3 s1 conv, no pool: S/8 output), "imagenet" (7x7 s2 conv + 3x3 s2 max-pool:
             S/32 output), or None: "cifar" when S <= 64, else "imagenet".
         width: channel multiplier.
+        norm: "batch" (BatchNormalization) or "layer" (per-example layer norm, see `common.normalization`).
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, D]`.
@@ -107,14 +117,15 @@ def build_resnet(
         raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
     # The minimum keeps the last stage at >= 1x1 without relying on padding alone.
     check_image_size(image_size, minimum=8 if stem == "cifar" else 32)
+    check_norm(norm)
     inputs, x = image_input(image_size, mean, std)
     stem_width = scaled_width(STAGE_WIDTHS[0], width)
     if stem == "cifar":
         # SimCLR B.9 / MoCo CIFAR: a 7x7 s2 conv and a max-pool would leave a 32x32 image at 8x8 before
         # stage 1, throwing away most of its detail.
-        x = conv_bn(x, stem_width, 3, name="stem", bn_momentum=bn_momentum)
+        x = conv_bn(x, stem_width, 3, name="stem", bn_momentum=bn_momentum, norm=norm)
     else:
-        x = conv_bn(x, stem_width, 7, strides=2, name="stem", bn_momentum=bn_momentum)
+        x = conv_bn(x, stem_width, 7, strides=2, name="stem", bn_momentum=bn_momentum, norm=norm)
         x = symmetric_pool(x, "max", pool_size=3, strides=2, name="stem_pool")
     block_fn = bottleneck_block if bottleneck else basic_block
     for stage, num_blocks in enumerate(stage_blocks):
@@ -129,6 +140,7 @@ def build_resnet(
                 name=f"stage{stage + 1}_block{block + 1}",
                 bn_momentum=bn_momentum,
                 out_name=FEATURE_MAP if last else None,
+                norm=norm,
             )
     return pooled_features(inputs, x, name=name)
 
@@ -141,6 +153,7 @@ def resnet18(
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
     bn_momentum: float = BN_MOMENTUM,
+    norm: str = "batch",
 ) -> keras.Model:
     """ResNet-18 encoder: basic blocks [2, 2, 2, 2], 512-d features (x width).
 
@@ -150,13 +163,16 @@ def resnet18(
         width: channel multiplier.
         mean, std: per-channel input statistics in [0, 1] units.
         bn_momentum: Keras BatchNormalization momentum.
+        norm: "batch" or "layer" (per-example layer norm, e.g. CPC v2's patch encoder).
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, 512 * width]`.
 
     Reference: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
     """
-    return build_resnet("resnet18", (2, 2, 2, 2), False, image_size, stem, width, mean, std, bn_momentum)
+    return build_resnet(
+        "resnet18", (2, 2, 2, 2), False, image_size, stem, width, mean, std, bn_momentum, norm=norm
+    )
 
 
 @register_encoder("resnet50")
@@ -167,6 +183,7 @@ def resnet50(
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
     bn_momentum: float = BN_MOMENTUM,
+    norm: str = "batch",
 ) -> keras.Model:
     """ResNet-50 encoder: bottleneck blocks [3, 4, 6, 3], 2048-d features (x width).
 
@@ -176,10 +193,13 @@ def resnet50(
         width: channel multiplier.
         mean, std: per-channel input statistics in [0, 1] units.
         bn_momentum: Keras BatchNormalization momentum.
+        norm: "batch" or "layer" (per-example layer norm, e.g. CPC v2's patch encoder).
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, 2048 * width]`.
 
     Reference: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
     """
-    return build_resnet("resnet50", (3, 4, 6, 3), True, image_size, stem, width, mean, std, bn_momentum)
+    return build_resnet(
+        "resnet50", (3, 4, 6, 3), True, image_size, stem, width, mean, std, bn_momentum, norm=norm
+    )

@@ -6,7 +6,6 @@ from typing import Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
 from sslzoo.data import make_pipeline

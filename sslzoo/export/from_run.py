@@ -6,7 +6,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np

@@ -7,9 +7,11 @@ bookkeeping, and the optional online linear probe.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -85,6 +87,17 @@ class SSLMethod(keras.Model):
         """Batched input transform run inside tf.data: float32 images [B,S,S,3] in [0,1] -> model data."""
         return {"images": images, "labels": labels}
 
+    def prepare(self, train_images: np.ndarray, run_dir: Optional[Path]) -> None:
+        """Fits what the method needs from the training data before training (e.g. a colour prior or
+        colour clusters), from uint8 images [N, S, S, 3]. Must be deterministic: a resumed run calls it
+        again before restoring the checkpoint. Values belong in variables (so checkpoints carry them);
+        a copy for people may be written to `run_dir`. Default: nothing to fit."""
+
+    def save_pictures(self, data: Mapping[str, tf.Tensor], run_dir: Path) -> List[str]:
+        """Draws the pretext task on one validation batch from `augment` (e.g. puzzles with the true and
+        predicted answers) into PNGs in `run_dir`; returns their file names. Default: none."""
+        return []
+
     # --- shared machinery -----------------------------------------------------------------------
     def call(self, images, training=False):
         return self.encoder(images, training=training)
@@ -115,6 +128,15 @@ class SSLMethod(keras.Model):
     def test_step(self, data):
         _, logs = self.compute_loss_and_logs(data, training=False)
         return self.update_metrics(logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer MEAN-reduces the first distributed batch only to build an unbuilt model; under
+        # MultiWorkerMirroredStrategy that reduction fails on dict batches ("Attempt to convert a value
+        # ({'images': PerReplica...}) to a Tensor"). Methods are built in __init__ and the trainer builds
+        # the optimizer, so there is nothing to build: skip it.
+        if all(layer.built for layer in self._flatten_layers()) and getattr(self.optimizer, "built", False):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def update_metrics(self, logs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         for name, value in logs.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import keras
@@ -18,10 +19,11 @@ from sslzoo.augment.jigsaw import (
     random_grayscale,
     shuffle_tiles,
 )
-from sslzoo.backbones import at_input_size
+from sslzoo.backbones import at_input_size, input_normalization
 from sslzoo.config import ConfigError
 from sslzoo.heads import mlp_head
 from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.pictures import mosaic, save_image_grid
 from sslzoo.registry import register_method
 
 DEFAULTS = {
@@ -48,13 +50,9 @@ DEFAULTS = {
 
 def _input_stats(encoder: keras.Model) -> tuple[list[float], list[float]]:
     """The encoder's own input normalisation (mean, std per channel); identity when it has none."""
-    try:
-        config = encoder.get_layer("normalization").get_config()
-        mean = np.broadcast_to(np.asarray(config["mean"], np.float32).reshape(-1), (3,))
-        std = np.sqrt(np.broadcast_to(np.asarray(config["variance"], np.float32).reshape(-1), (3,)))
-        return [float(v) for v in mean], [float(v) for v in std]
-    except (ValueError, KeyError, TypeError):
-        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    stats = input_normalization(encoder)
+    mean, std = stats if stats else (np.zeros(3), np.ones(3))
+    return [float(v) for v in mean], [float(v) for v in std]
 
 
 @keras.saving.register_keras_serializable(package="sslzoo")
@@ -144,6 +142,32 @@ class Jigsaw(SSLMethod):
             loss = loss + self.online_probe(full, data["labels"], logs)
         return loss, logs
 
+    def save_pictures(self, data, run_dir):
+        """jigsaw.png: each image, its shuffled puzzle, and the puzzle put back with the predicted
+        permutation (true and predicted permutation index under each)."""
+        count = min(8, int(data["tiles"].shape[0]))
+        tiles = data["tiles"][:count]
+        size = self.encoder_tile_size
+        features = self.tile_encoder(tf.reshape(tiles, [-1, size, size, 3]), training=False)
+        logits = self.head(tf.reshape(features, [count, NUM_TILES * self.feature_dim]), training=False)
+        predicted = np.argmax(np.asarray(logits), axis=-1)
+        truth = np.asarray(data["pretext_labels"][:count])
+        tiles = np.asarray(tiles)
+        shuffled, solved, captions = [], [], []
+        for i in range(count):
+            shuffled.append(mosaic(list(tiles[i])))
+            # Position j holds original tile p[j]; so original tile p[j] goes back to cell p[j].
+            order = self._permutation_table[predicted[i]]
+            restored = [None] * NUM_TILES
+            for position, original in enumerate(order):
+                restored[original] = tiles[i][position]
+            solved.append(mosaic(restored))
+            mark = "ok" if predicted[i] == truth[i] else "wrong"
+            captions.append(f"true {truth[i]} / pred {predicted[i]} ({mark})")
+        rows = [("image", np.asarray(data["images"][:count])), ("puzzle", shuffled), ("solved", solved)]
+        return [save_image_grid(Path(run_dir) / "jigsaw.png", rows, captions=[[], captions, []],
+                                title="Jigsaw: shuffled tiles and the prediction's reassembly")]
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -164,7 +188,7 @@ class Jigsaw(SSLMethod):
 
 
 @register_method("jigsaw")
-def build_jigsaw(options: dict, encoder: keras.Model, num_classes: int = 0) -> Jigsaw:
+def build_jigsaw(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> Jigsaw:
     """Builds Jigsaw from `method.options` (see DEFAULTS)."""
     options = check_options("jigsaw", options, DEFAULTS)
     image_size = int(encoder.input_shape[1])

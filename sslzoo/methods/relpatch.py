@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from sslzoo.augment import split_seed
 from sslzoo.augment.patches import (
+    NEIGHBOUR_INDICES,
     check_geometry,
     color_drop,
     normalize_patches,
     random_pixelation,
+    sample_patch_grid,
     sample_patch_pairs,
     to_encoder_input,
 )
-from sslzoo.backbones import at_input_size
+from sslzoo.backbones import at_input_size, input_normalization
 from sslzoo.config import ConfigError
 from sslzoo.heads import mlp_head
 from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.pictures import mosaic, save_image_grid
 from sslzoo.registry import register_method
 
 DEFAULTS = {
@@ -36,6 +41,9 @@ DEFAULTS = {
     "color_noise": 0.5 / 255.0,
     "per_patch_norm": True,  # zero mean / unit std per patch
     "pixelation": True,  # a third of the patches downsampled and upsampled back
+    # "all": every image gives all 8 (centre, neighbour) pairs of its grid (the D-code's "all valid pairs
+    # drawn from each sampled grid"); "one": one random neighbour per image (the paper's description).
+    "pairs": "all",
     # Late-fusion head: concat(f(centre), f(neighbour)) -> head_depth x (Dense-BN-ReLU) -> 8 logits.
     "head_width": 512,
     "head_depth": 2,
@@ -44,13 +52,9 @@ DEFAULTS = {
 
 def encoder_input_stats(encoder: keras.Model) -> tuple[list, list]:
     """Per-channel (mean, std) of the encoder's input Normalization layer; (0.5, 0.25) if it has none."""
-    try:
-        config = encoder.get_layer("normalization").get_config()
-        mean = np.broadcast_to(np.asarray(config["mean"], "float32").reshape(-1), (3,))
-        std = np.sqrt(np.broadcast_to(np.asarray(config["variance"], "float32").reshape(-1), (3,)))
-        return [float(m) for m in mean], [float(s) for s in std]
-    except (ValueError, KeyError, TypeError):
-        return [0.5] * 3, [0.25] * 3
+    stats = input_normalization(encoder)
+    mean, std = stats if stats else (np.full(3, 0.5), np.full(3, 0.25))
+    return [float(m) for m in mean], [float(s) for s in std]
 
 
 @keras.saving.register_keras_serializable(package="sslzoo")
@@ -67,6 +71,7 @@ class RelPatch(SSLMethod):
             `mean + std * z` into the encoder's input units, so the encoder's Normalization layer hands
             the convolutions exactly z (full images keep the dataset normalisation).
         pixelation: a third of the patches downsampled and upsampled back.
+        pairs: "all" trains on the 8 (centre, neighbour) pairs of each image's grid, "one" on one pair.
         num_classes: > 0 adds the online linear probe, on full unaugmented images through `encoder`.
     Reference: Doersch, Gupta, Efros, "Unsupervised Visual Representation Learning by Context
     Prediction", ICCV 2015.
@@ -86,6 +91,7 @@ class RelPatch(SSLMethod):
         color_noise: float = 0.5 / 255.0,
         per_patch_norm: bool = True,
         pixelation: bool = True,
+        pairs: str = "one",
         num_classes: int = 0,
         **kwargs,
     ):
@@ -99,6 +105,7 @@ class RelPatch(SSLMethod):
         self.color_noise = float(color_noise)
         self.per_patch_norm = bool(per_patch_norm)
         self.pixelation = bool(pixelation)
+        self.pairs = pairs
         self.input_mean, self.input_std = encoder_input_stats(encoder)
         # The same encoder (shared layers and weights) on patches.
         self.patch_encoder = at_input_size(encoder, self.patch_size, name="patch_encoder")
@@ -118,26 +125,45 @@ class RelPatch(SSLMethod):
         return patches
 
     def augment(self, images, labels, seed):
-        pair_seed, centre_seed, neighbour_seed = split_seed(seed, 3)
+        sample_seed, transform_seed = split_seed(seed, 2)
         source = images
         if self.resize_to and self.resize_to != images.shape[1]:
             source = tf.image.resize(images, [self.resize_to, self.resize_to], method="bilinear")
-        pairs = sample_patch_pairs(source, self.patch_size, self.gap, self.jitter, pair_seed)
+        if self.pairs == "all":
+            grid = sample_patch_grid(source, self.patch_size, self.gap, self.jitter, sample_seed)["patches"]
+            patches = tf.gather(grid, [4, *NEIGHBOUR_INDICES], axis=1)  # centre first
+            pretext_labels = tf.tile(tf.range(8, dtype=tf.int32)[tf.newaxis], [tf.shape(images)[0], 1])
+        else:
+            pairs = sample_patch_pairs(source, self.patch_size, self.gap, self.jitter, sample_seed)
+            patches = tf.stack([pairs["centre"], pairs["neighbour"]], axis=1)
+            pretext_labels = pairs["labels"][:, tf.newaxis]
+        # Every patch gets its own countermeasures (colour, pixelation, normalisation).
+        shape = tf.shape(patches)
+        flat = tf.reshape(patches, [-1, self.patch_size, self.patch_size, 3])
+        patches = tf.reshape(self._patch_transform(flat, transform_seed), shape)
         return {
-            "centre": self._patch_transform(pairs["centre"], centre_seed),
-            "neighbour": self._patch_transform(pairs["neighbour"], neighbour_seed),
-            "pretext_labels": pairs["labels"],
+            "centre": patches[:, 0],
+            "neighbours": patches[:, 1:],  # [B, M, p, p, 3]; M = 8 ("all") or 1 ("one")
+            "pretext_labels": pretext_labels,  # [B, M] position of each neighbour, 0..7
             "images": images,  # unaugmented full images, for the online probe
             "labels": labels,
         }
 
+    def position_logits(self, data, training):
+        """Logits [B * M, 8] for every (centre, neighbour) pair, in the order of `pretext_labels`."""
+        centre, neighbours = data["centre"], data["neighbours"]
+        batch, count = tf.shape(neighbours)[0], tf.shape(neighbours)[1]
+        size = self.patch_size
+        # One pass over all patches of the batch: batch norm sees centres and neighbours together.
+        flat = tf.concat([centre, tf.reshape(neighbours, [-1, size, size, 3])], axis=0)
+        features = self.patch_encoder(flat, training=training)
+        centre_features = tf.repeat(features[:batch], count, axis=0)  # [B * M, D], pair order
+        fused = tf.concat([centre_features, features[batch:]], axis=-1)  # late fusion
+        return tf.cast(self.head(fused, training=training), tf.float32)
+
     def compute_loss_and_logs(self, data, training):
-        centre, neighbour, pretext_labels = data["centre"], data["neighbour"], data["pretext_labels"]
-        batch = tf.shape(centre)[0]
-        # One pass over both patches: batch norm sees centre and neighbour patches together.
-        features = self.patch_encoder(tf.concat([centre, neighbour], axis=0), training=training)
-        fused = tf.concat([features[:batch], features[batch:]], axis=-1)  # late fusion
-        logits = tf.cast(self.head(fused, training=training), tf.float32)
+        pretext_labels = tf.reshape(data["pretext_labels"], [-1])
+        logits = self.position_logits(data, training)
         loss = tf.reduce_mean(
             keras.losses.sparse_categorical_crossentropy(pretext_labels, logits, from_logits=True)
         )
@@ -148,6 +174,25 @@ class RelPatch(SSLMethod):
             full = self.encoder(data["images"], training=False)
             loss = loss + self.online_probe(full, data["labels"], logs)
         return loss, logs
+
+    def save_pictures(self, data, run_dir):
+        """relpatch.png: per image, one pair as the network sees it (after the countermeasures) laid out
+        on the 3x3 grid at the neighbour's true position, with the true and predicted positions."""
+        count = min(8, int(data["centre"].shape[0]))
+        pairs = {"centre": data["centre"][:count], "neighbours": data["neighbours"][:count, :1]}
+        predicted = np.argmax(np.asarray(self.position_logits(pairs, training=False)), axis=-1)
+        truth = np.asarray(data["pretext_labels"][:count, 0])
+        layouts, captions = [], []
+        for i in range(count):
+            cells = [None] * 9
+            cells[4] = np.asarray(pairs["centre"][i])
+            cells[NEIGHBOUR_INDICES[truth[i]]] = np.asarray(pairs["neighbours"][i, 0])
+            layouts.append(mosaic(cells))
+            mark = "ok" if predicted[i] == truth[i] else "wrong"
+            captions.append(f"true {truth[i]} / pred {predicted[i]} ({mark})")
+        rows = [("image", np.asarray(data["images"][:count])), ("pair", layouts)]
+        return [save_image_grid(Path(run_dir) / "relpatch.png", rows, captions=[[], captions],
+                                title="Relative patch location (positions 0-7 in reading order)")]
 
     def get_config(self):
         return {
@@ -161,6 +206,7 @@ class RelPatch(SSLMethod):
             "color_noise": self.color_noise,
             "per_patch_norm": self.per_patch_norm,
             "pixelation": self.pixelation,
+            "pairs": self.pairs,
         }
 
     @classmethod
@@ -169,7 +215,7 @@ class RelPatch(SSLMethod):
 
 
 @register_method("relpatch")
-def build_relpatch(options: dict, encoder: keras.Model, num_classes: int = 0) -> RelPatch:
+def build_relpatch(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> RelPatch:
     """Builds RelPatch from `method.options` (see DEFAULTS); bad geometry fails with the numbers and a fix."""
     options = check_options("relpatch", options, DEFAULTS)
     image_size = int(encoder.input_shape[1])
@@ -180,6 +226,8 @@ def build_relpatch(options: dict, encoder: keras.Model, num_classes: int = 0) ->
     check_geometry(resize_to or image_size, patch, gap, jitter, what="method.options for relpatch")
     if options["head_depth"] < 0 or options["head_width"] < 1:
         raise ConfigError("method.options for relpatch: head_depth must be >= 0 and head_width >= 1")
+    if options["pairs"] not in ("all", "one"):
+        raise ConfigError(f"method.options.pairs {options['pairs']!r} for relpatch: use 'all' or 'one'")
     if options["color_noise"] < 0:
         raise ConfigError(f"method.options.color_noise {options['color_noise']} for relpatch: must be >= 0")
     feature_dim = int(encoder.output_shape[-1])
@@ -197,6 +245,7 @@ def build_relpatch(options: dict, encoder: keras.Model, num_classes: int = 0) ->
         color_noise=float(options["color_noise"]),
         per_patch_norm=bool(options["per_patch_norm"]),
         pixelation=bool(options["pixelation"]),
+        pairs=options["pairs"],
         num_classes=num_classes,
         name="relpatch",
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, rotate_batch, split_seed
@@ -12,6 +14,7 @@ from sslzoo.backbones import nin_blocks
 from sslzoo.config import ConfigError
 from sslzoo.heads import conv_head, mlp_head
 from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
 DEFAULTS = {
@@ -84,13 +87,7 @@ class RotNet(SSLMethod):
 
     def compute_loss_and_logs(self, data, training):
         images, pretext_labels = data["images"], data["pretext_labels"]
-        if self.backbone is not None:
-            feature_map, features = self.backbone(images, training=training)
-            logits = self.head(feature_map, training=training)
-        else:
-            features = self.encoder(images, training=training)
-            logits = self.head(features, training=training)
-        logits = tf.cast(logits, tf.float32)
+        features, logits = self._features_and_logits(images, training)
         # loss(X) = -(1/R) sum_r log F^r(rot(X, r)), averaged over the batch (paper, eq. 2).
         loss = tf.reduce_mean(
             keras.losses.sparse_categorical_crossentropy(pretext_labels, logits, from_logits=True)
@@ -101,6 +98,32 @@ class RotNet(SSLMethod):
             batch = tf.shape(data["labels"])[0]
             loss = loss + self.online_probe(features[:batch], data["labels"], logs)
         return loss, logs
+
+    def _features_and_logits(self, images, training):
+        if self.backbone is not None:
+            feature_map, features = self.backbone(images, training=training)
+            logits = self.head(feature_map, training=training)
+        else:
+            features = self.encoder(images, training=training)
+            logits = self.head(features, training=training)
+        return features, tf.cast(logits, tf.float32)
+
+    def save_pictures(self, data, run_dir):
+        """rotnet.png: a few images in every rotation, each with the predicted rotation."""
+        per_block = int(data["labels"].shape[0])
+        count = min(8, per_block)
+        _, logits = self._features_and_logits(data["images"], training=False)
+        predicted = np.argmax(np.asarray(logits), axis=-1)
+        images = np.asarray(data["images"])
+        rows, captions = [], []
+        for r, quarter_turns in enumerate(self.rotations):  # block r holds every image rotated by r
+            block = slice(r * per_block, r * per_block + count)
+            rows.append((f"{90 * quarter_turns} deg", images[block]))
+            captions.append([
+                f"pred {90 * self.rotations[p]}" + ("" if p == r else " (wrong)") for p in predicted[block]
+            ])
+        return [save_image_grid(Path(run_dir) / "rotnet.png", rows, captions=captions,
+                                title="RotNet: predicted rotation of each rotated image")]
 
     def get_config(self):
         return {
@@ -139,7 +162,7 @@ def build_rotation_head(options: dict, encoder: keras.Model, num_outputs: int) -
 
 
 @register_method("rotnet")
-def build_rotnet(options: dict, encoder: keras.Model, num_classes: int = 0) -> RotNet:
+def build_rotnet(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> RotNet:
     """Builds RotNet from `method.options` (see DEFAULTS)."""
     options = check_options("rotnet", options, DEFAULTS)
     rotations = [int(r) for r in options["rotations"]]

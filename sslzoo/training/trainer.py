@@ -12,7 +12,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 import keras
 import numpy as np
@@ -53,15 +53,24 @@ def dataset_label(config: Config) -> str:
 
 
 def build_models(config: Config, num_classes: int):
-    """The encoder (with its untrained weights) and the method around it."""
-    encoder = build_encoder(config.encoder.name, config.data.image_size, **config.encoder.options)
+    """The evaluated encoder (with its untrained weights) and the method around it.
+
+    The evaluated encoder is `method.encoder`: usually the configured encoder itself, but a method may
+    wrap it (e.g. RGB -> Lab inside the model) or build it from several encoders via `make_encoder`.
+    """
+
+    def make_encoder(**overrides) -> keras.Model:
+        options = {**config.encoder.options, **overrides}
+        return build_encoder(config.encoder.name, config.data.image_size, **options)
+
     method = build_method(
         config.method.name,
         config.method.options,
-        encoder,
+        make_encoder(),
         num_classes=num_classes if config.method.online_probe else 0,
+        make_encoder=make_encoder,
     )
-    return encoder, method
+    return method.encoder, method
 
 
 def _check_run_folder(config: Config, run_dir: Path) -> None:
@@ -101,6 +110,10 @@ def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") 
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
     try:
+        if config.data.source.startswith("video_"):  # clips in, tracking evaluation out
+            from sslzoo.video.run import train_video
+
+            return train_video(config, run_dir, strategy, verbose)
         return _train(config, run_dir, strategy, verbose)
     finally:
         # The policy is process-global; a run must not change what later code in the process builds.
@@ -120,22 +133,9 @@ def _train(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
     steps = min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
     epochs = config.trainer.epochs
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    with strategy.scope():
-        encoder, method = build_models(config, num_classes)
-        optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
-        method.compile(optimizer=optimizer, jit_compile=config.trainer.jit_compile)
-        optimizer.build(method.trainable_variables)
-        state = RunState(method, optimizer, run_dir / "checkpoints")
-    if not (run_dir / INIT_WEIGHTS).exists():
-        # The random-init baseline is this exact encoder before training, kept so a resumed run
-        # compares against the same weights.
-        atomic_write(run_dir / INIT_WEIGHTS, lambda tmp: encoder.save_weights(tmp), suffix=".weights.h5")
-    first_epoch = state.restore_latest()
-    if first_epoch:
-        log.info("resuming %s from epoch %d of %d", run_dir, first_epoch, epochs)
-
+    encoder, method, state, first_epoch = start_training(
+        config, run_dir, strategy, steps, splits.train.images, num_classes
+    )
     if first_epoch < epochs:
         train_seconds = _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose)
         speed = {
@@ -155,10 +155,41 @@ def _train(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
             "steps_per_epoch": steps,
             "batch_size": batch_size,
             "pretext_val": _pretext_val(method, splits, config),
+            "pictures": _pictures(method, splits, config, run_dir),
         }
     )
     _write_outputs(run_dir, encoder, splits, metrics)
     return metrics
+
+
+def start_training(config: Config, run_dir: Path, strategy, steps: int, train_images: np.ndarray,
+                   num_classes: int, check_method: Optional[Callable] = None):
+    """Writes config.yaml, builds and compiles the method under `strategy`, runs its `prepare` hook on
+    `train_images`, keeps the initial encoder weights, restores the latest checkpoint.
+
+    Returns (encoder, method, state, first_epoch). `check_method(method)` may refuse the method early
+    (e.g. an image method on video data).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    epochs = config.trainer.epochs
+    with strategy.scope():
+        encoder, method = build_models(config, num_classes)
+        if check_method is not None:
+            check_method(method)
+        optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
+        method.compile(optimizer=optimizer, jit_compile=config.trainer.jit_compile)
+        optimizer.build(method.trainable_variables)
+        state = RunState(method, optimizer, run_dir / "checkpoints")
+        method.prepare(train_images, run_dir)
+    if not (run_dir / INIT_WEIGHTS).exists():
+        # The random-init baseline is this exact encoder before training, kept so a resumed run
+        # compares against the same weights.
+        atomic_write(run_dir / INIT_WEIGHTS, lambda tmp: encoder.save_weights(tmp), suffix=".weights.h5")
+    first_epoch = state.restore_latest()
+    if first_epoch:
+        log.info("resuming %s from epoch %d of %d", run_dir, first_epoch, epochs)
+    return encoder, method, state, first_epoch
 
 
 def _previous_speed(run_dir: Path) -> Dict[str, Any]:
@@ -221,6 +252,17 @@ def _pretext_val(method, splits, config) -> Dict[str, float]:
     return {name: round(float(np.mean(value)), 4) for name, value in results.items()}
 
 
+def _pictures(method, splits, config, run_dir: Path) -> list:
+    """The method's pretext pictures on the first validation images (the same ones in every run)."""
+    val = splits.val
+    batch = min(16, len(val.labels))
+    dataset = make_pipeline(
+        val.images[:batch], val.labels[:batch], batch_size=batch, shuffle=False, seed=config.trainer.seed,
+        augment=method.augment,
+    )
+    return list(method.save_pictures(next(iter(dataset)), run_dir))
+
+
 def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
     """kNN and linear probe for the trained encoder and the same encoder at its initial weights."""
     evaluation = config.eval
@@ -237,7 +279,7 @@ def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
         atomic_write(run_dir / FINETUNE_ENCODER, lambda tmp: tuned.save(tmp))
         atomic_write(run_dir / FINETUNE_HEAD, lambda tmp: tuned_head.save(tmp))
     if evaluation.random_init:
-        initial = build_encoder(config.encoder.name, config.data.image_size, **config.encoder.options)
+        initial, _ = build_models(config, len(splits.class_names))
         initial.load_weights(run_dir / INIT_WEIGHTS)
         baseline, _ = evaluate_encoder(initial, splits, evaluation, seed=config.trainer.seed)
         metrics["random_init"] = {"knn_top1": baseline["knn_top1"], "linear_top1": baseline["linear_top1"]}

@@ -1,0 +1,228 @@
+"""SimCLR's view augmentation, batched and stateless-seeded: crop, flip, colour jitter, grayscale, blur.
+
+Every random parameter is drawn per image from a stateless seed, so a batch's views are reproducible
+(resume) and all images of a batch are transformed by whole-batch ops (on two CPU cores the input pipeline
+competes with the training step). Keras' `RandomColorJitter` / `RandomGaussianBlur` layers draw from a
+stateful SeedGenerator and cannot take a per-batch seed, so the same operations are written here with
+`tf.image` ops on per-image parameters.
+
+Reference: Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
+ICML 2020, Appendix A and the official `data_util.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import tensorflow as tf
+
+from sslzoo.augment.ops import split_seed
+
+# Tries per image to find a crop of the drawn area and aspect ratio that fits (torchvision/Inception
+# use 10/100); all tries are drawn at once, the first fitting one wins, else the whole image.
+_CROP_ATTEMPTS = 10
+_ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def _uniform(seed, shape, low, high):
+    return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high)
+
+
+def random_resized_crop_boxes(
+    batch: tf.Tensor, seed: tf.Tensor, scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = _ASPECT_RATIO,
+) -> tf.Tensor:
+    """Inception-style crop boxes, normalized [y1, x1, y2, x2] per image (aspect ratios are exact for
+    square images, which is what SimCLR's views are made from).
+
+    Area ~ U(scale) of the image, log aspect ratio (width/height) ~ U(log ratio); crops that do not fit
+    are redrawn (up to `_CROP_ATTEMPTS` times) and the whole image is used if none fits.
+    """
+    area_seed, ratio_seed, y_seed, x_seed = split_seed(seed, 4)
+    shape = [batch, _CROP_ATTEMPTS]
+    area = _uniform(area_seed, shape, scale[0], scale[1])
+    log_ratio = _uniform(ratio_seed, shape, math.log(ratio[0]), math.log(ratio[1]))
+    aspect = tf.exp(log_ratio)
+    width = tf.sqrt(area * aspect)
+    height = tf.sqrt(area / aspect)
+    fits = (width <= 1.0) & (height <= 1.0)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+    any_fits = tf.reduce_any(fits, axis=1)
+    width = tf.where(any_fits, tf.gather(width, first, batch_dims=1), 1.0)
+    height = tf.where(any_fits, tf.gather(height, first, batch_dims=1), 1.0)
+    top = _uniform(y_seed, [batch], 0.0, 1.0) * (1.0 - height)
+    left = _uniform(x_seed, [batch], 0.0, 1.0) * (1.0 - width)
+    return tf.stack([top, left, top + height, left + width], axis=1)
+
+
+def random_resized_crop_and_flip(
+    images: tf.Tensor, seed: tf.Tensor, scale: Sequence[float] = (0.08, 1.0), flip: bool = True
+) -> tf.Tensor:
+    """Random resized crop (bilinear, back to the input size) and horizontal flip with p = 0.5."""
+    box_seed, flip_seed = split_seed(seed, 2)
+    batch = tf.shape(images)[0]
+    boxes = random_resized_crop_boxes(batch, box_seed, scale)
+    if flip:
+        # crop_and_resize samples x1 -> x2, so swapping them mirrors the crop: the flip costs nothing.
+        mirror = _uniform(flip_seed, [batch], 0.0, 1.0) < 0.5
+        boxes = tf.where(mirror[:, tf.newaxis], tf.gather(boxes, [0, 3, 2, 1], axis=1), boxes)
+    size = tf.shape(images)[1:3]
+    return tf.image.crop_and_resize(images, boxes, tf.range(batch), size, method="bilinear")
+
+
+def _per_image(values: tf.Tensor) -> tf.Tensor:
+    return values[:, tf.newaxis, tf.newaxis, tf.newaxis]
+
+
+def _grayscale(images: tf.Tensor) -> tf.Tensor:
+    """ITU-R 601 luma, [B, H, W, 1] (what tf.image.rgb_to_grayscale computes)."""
+    return tf.reduce_sum(images * tf.constant([0.2989, 0.5870, 0.1140]), axis=-1, keepdims=True)
+
+
+def _brightness(images, factor):
+    # Multiplicative, as the SimCLR v2 code (`impl='simclrv2'`) and torchvision.
+    return tf.clip_by_value(images * _per_image(factor), 0.0, 1.0)
+
+
+def _contrast(images, factor):
+    # tf.image.adjust_contrast: blend every channel with its own spatial mean.
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return tf.clip_by_value((images - mean) * _per_image(factor) + mean, 0.0, 1.0)
+
+
+def _saturation(images, factor):
+    # tf.image.adjust_saturation (HSV: S * factor clipped to 1, H and V kept) without the HSV round trip:
+    # with V = max and m = min over channels, S = (V - m) / V, and keeping H and V moves every channel
+    # towards V by the same ratio, c' = V - (V - c) * min(factor, V / (V - m)).
+    value = tf.reduce_max(images, axis=-1, keepdims=True)
+    chroma = value - tf.reduce_min(images, axis=-1, keepdims=True)
+    limit = tf.math.divide_no_nan(value, chroma)
+    scale = tf.where(chroma > 0, tf.minimum(_per_image(factor), limit), 1.0)
+    return tf.clip_by_value(value - (value - images) * scale, 0.0, 1.0)
+
+
+def _hue(images, delta):
+    hsv = tf.image.rgb_to_hsv(images)
+    hue = tf.math.floormod(hsv[..., :1] + _per_image(delta), 1.0)
+    return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1)), 0.0, 1.0)
+
+
+def color_jitter(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+    """SimCLR colour jitter on every image, each with its own factors and its own random order.
+
+    Brightness, contrast and saturation factors ~ U(1 - 0.8s, 1 + 0.8s), hue shift ~ U(-0.2s, 0.2s) of a
+    full turn, applied in an order drawn per image (the official code's `random_order=True`), clipping to
+    [0, 1] after each op as `tf.image` does. Per-image order stays batched: at each of the four steps the
+    batch is partitioned by the op each image needs, each op runs once on its group, and the groups are
+    stitched back (every op runs once per image, instead of all four ops on every image at every step).
+    """
+    b_seed, c_seed, s_seed, h_seed, order_seed = split_seed(seed, 5)
+    batch = tf.shape(images)[0]
+    amount = 0.8 * strength
+    factors = [
+        _uniform(b_seed, [batch], max(0.0, 1.0 - amount), 1.0 + amount),
+        _uniform(c_seed, [batch], max(0.0, 1.0 - amount), 1.0 + amount),
+        _uniform(s_seed, [batch], max(0.0, 1.0 - amount), 1.0 + amount),
+        _uniform(h_seed, [batch], -0.2 * strength, 0.2 * strength),
+    ]
+    ops = [_brightness, _contrast, _saturation, _hue]
+    # argsort of uniform noise is a uniformly random permutation per image.
+    order = tf.argsort(_uniform(order_seed, [batch, 4], 0.0, 1.0), axis=1)
+    positions = tf.range(batch)
+    for step in range(4):
+        chosen = order[:, step]
+        groups = tf.dynamic_partition(images, chosen, 4)
+        group_factors = [tf.dynamic_partition(f, chosen, 4)[i] for i, f in enumerate(factors)]
+        where = tf.dynamic_partition(positions, chosen, 4)
+        outputs = [op(group, factor) for op, group, factor in zip(ops, groups, group_factors)]
+        images = tf.dynamic_stitch(where, outputs)
+    return images
+
+
+def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.Tensor:
+    """Separable Gaussian blur with one sigma per image and reflect padding.
+
+    Args:
+        images: [B, H, W, C]; sigma: [B]; kernel_size: odd number of taps.
+    The batch is folded into the channels ([1, H, W, B*C]) so one depthwise convolution applies every
+    image's own kernel.
+    """
+    radius = kernel_size // 2
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernels = tf.exp(-tf.square(taps)[tf.newaxis, :] / (2.0 * tf.square(sigma)[:, tf.newaxis]))
+    kernels = kernels / tf.reduce_sum(kernels, axis=1, keepdims=True)  # [B, K]
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, height, width, batch * channels])
+    folded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    per_channel = tf.repeat(kernels, channels, axis=0)  # [B*C, K], image-major like `folded`
+    vertical = tf.transpose(per_channel)[:, tf.newaxis, :, tf.newaxis]  # [K, 1, B*C, 1]
+    horizontal = tf.transpose(per_channel)[tf.newaxis, :, :, tf.newaxis]  # [1, K, B*C, 1]
+    folded = tf.nn.depthwise_conv2d(folded, vertical, [1, 1, 1, 1], "VALID")
+    folded = tf.nn.depthwise_conv2d(folded, horizontal, [1, 1, 1, 1], "VALID")
+    blurred = tf.reshape(folded, [height, width, batch, channels])
+    return tf.transpose(blurred, [2, 0, 1, 3])
+
+
+def simclr_view(
+    images: tf.Tensor,
+    seed: tf.Tensor,
+    *,
+    crop_scale: Sequence[float] = (0.08, 1.0),
+    color_strength: float = 0.5,
+    color_probability: float = 0.8,
+    grayscale_probability: float = 0.2,
+    blur_probability: float = 0.0,
+    flip: bool = True,
+) -> tf.Tensor:
+    """One SimCLR view of every image: crop -> flip -> colour jitter (p) -> grayscale (p) -> blur (p).
+
+    Args:
+        images: float32 [B, S, S, 3] in [0, 1].
+        seed: int [2] stateless seed.
+        crop_scale: range of the crop's area fraction (paper: 0.08-1).
+        color_strength: s of the colour jitter (paper: 1.0 ImageNet, 0.5 CIFAR).
+        color_probability: chance that an image is colour-jittered (paper: 0.8).
+        grayscale_probability: chance that an image is turned to gray (paper: 0.2).
+        blur_probability: chance of a Gaussian blur, kernel 10% of the side, sigma ~ U(0.1, 2.0) (paper:
+            0.5 on ImageNet, 0 on CIFAR).
+        flip: horizontal flips with p = 0.5.
+    Returns:
+        float32 [B, S, S, 3] in [0, 1].
+    """
+    crop_seed, jitter_seed, apply_seed, blur_seed = split_seed(seed, 4)
+    images = tf.convert_to_tensor(images, tf.float32)
+    static_shape = images.shape
+    batch = tf.shape(images)[0]
+    images = random_resized_crop_and_flip(images, crop_seed, crop_scale, flip)
+    draws = _uniform(apply_seed, [3, batch], 0.0, 1.0)
+    if color_probability > 0 and color_strength > 0:
+        jittered = color_jitter(images, jitter_seed, color_strength)
+        images = tf.where(_per_image(draws[0] < color_probability), jittered, images)
+    if grayscale_probability > 0:
+        gray = tf.tile(_grayscale(images), [1, 1, 1, 3])
+        images = tf.where(_per_image(draws[1] < grayscale_probability), gray, images)
+    if blur_probability > 0:
+        kernel_size = _blur_kernel_size(static_shape[1])
+        if kernel_size > 1:
+            sigma = _uniform(blur_seed, [batch], 0.1, 2.0)
+            blurred = gaussian_blur(images, sigma, kernel_size)
+            images = tf.where(_per_image(draws[2] < blur_probability), blurred, images)
+    images = tf.clip_by_value(images, 0.0, 1.0)
+    # crop_and_resize and dynamic_stitch lose static dimensions; the view has the input's shape.
+    images.set_shape(static_shape)
+    return images
+
+
+def _blur_kernel_size(side) -> int:
+    """Odd kernel of ~10% of the image side, as the official code: radius = (side // 10) // 2."""
+    if side is None:
+        raise ValueError("simclr_view with blur needs a static image size")
+    return 2 * ((int(side) // 10) // 2) + 1
+
+
+def two_views(images: tf.Tensor, seed: tf.Tensor, **kwargs) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Two independently augmented views of every image (same options, independent seeds)."""
+    seed_1, seed_2 = split_seed(seed, 2)
+    return simclr_view(images, seed_1, **kwargs), simclr_view(images, seed_2, **kwargs)

@@ -1,0 +1,60 @@
+"""Context-encoder losses (Pathak et al., CVPR 2016) as pure functions: tensors in, tensors out.
+
+With M = 1 on dropped pixels and F the context encoder:
+    L_rec = || M * (x - F((1 - M) * x)) ||^2                       (weighted: overlap ring 10x, see below)
+    L_adv = max_D  E[log D(x) + log(1 - D(F((1 - M) * x)))]
+    L     = lambda_rec * L_rec + lambda_adv * L_adv,   lambda_rec = 0.999, lambda_adv = 0.001.
+The discriminator takes logits here (its sigmoid is folded into the losses for numerical stability).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# The paper's joint weights (context-encoder code: wtl2 = 0.999).
+RECONSTRUCTION_WEIGHT = 0.999
+
+
+def masked_l2(predictions: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Weighted squared error over the predicted region, normalised like the code's `MSECriterion`.
+
+    The context-encoder code scales the MSE gradient by a weight matrix (`wtl2Matrix`: 10 on the overlap
+    ring, 1 in the hole) and keeps MSECriterion's normalisation by the number of predicted values; this is
+    the loss whose gradient that is: mean over every value of `weights * (predictions - targets)^2`.
+
+    Args:
+        predictions: [B, H, W, C] the decoder's output over the predicted region.
+        targets: [B, H, W, C] the true pixels there, in the same scaling.
+        weights: [B, H, W, 1] (or [B, H, W, C]): 1 in the hole, the overlap weight on the ring, 0 on
+            pixels that do not count.
+    Returns:
+        scalar float32.
+    """
+    predictions = tf.cast(predictions, tf.float32)
+    squared = tf.square(predictions - tf.cast(targets, tf.float32))
+    weights = tf.broadcast_to(tf.cast(weights, tf.float32), tf.shape(squared))
+    return tf.reduce_mean(weights * squared)
+
+
+def discriminator_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
+    """-[log D(x) + log(1 - D(G(x)))], each term averaged over the batch (the code's errD_real + errD_fake).
+
+    Minimising it maximises the adversarial objective over D. D outputting 0.5 everywhere (logits 0)
+    gives 2 log 2.
+    """
+    real_logits = tf.cast(real_logits, tf.float32)
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    # -log sigmoid(z) = softplus(-z);  -log(1 - sigmoid(z)) = softplus(z).
+    return tf.reduce_mean(tf.nn.softplus(-real_logits)) + tf.reduce_mean(tf.nn.softplus(fake_logits))
+
+
+def generator_adversarial_loss(fake_logits: tf.Tensor) -> tf.Tensor:
+    """-log D(G(x)) averaged over the batch: the non-saturating generator loss the code trains with
+    ("fake labels are real for generator cost"). D outputting 0.5 (logits 0) gives log 2."""
+    return tf.reduce_mean(tf.nn.softplus(-tf.cast(fake_logits, tf.float32)))
+
+
+def joint_loss(reconstruction: tf.Tensor, adversarial: tf.Tensor,
+               reconstruction_weight: float = RECONSTRUCTION_WEIGHT) -> tf.Tensor:
+    """lambda_rec * L_rec + (1 - lambda_rec) * L_adv: the paper's 0.999 / 0.001 by default."""
+    return reconstruction_weight * reconstruction + (1.0 - reconstruction_weight) * adversarial

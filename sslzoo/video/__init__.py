@@ -1,0 +1,1 @@
+"""Video self-supervision: clip sources, colour clusters, attention and mask propagation, the video run."""

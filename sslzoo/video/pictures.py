@@ -1,0 +1,76 @@
+"""Pictures of video colorization: what the pointer copies (colours) and what it tracks (masks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from sslzoo.color import lab_to_rgb, rgb_to_lab
+from sslzoo.pictures import save_image_grid
+
+# Instance colours for mask pictures: background black, then distinct hues.
+PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                    [145, 30, 180], [70, 240, 240], [240, 50, 230]], np.uint8)
+
+
+def paint_masks(masks: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] colour pictures of instance masks [...] (ids beyond the palette wrap around)."""
+    masks = np.asarray(masks).astype(np.int64)
+    return PALETTE[np.where(masks == 0, 0, (masks - 1) % (len(PALETTE) - 1) + 1)]
+
+
+def greyscale(frames: np.ndarray) -> np.ndarray:
+    """float [N, S, S, 3] in [0, 1]: the L the network sees, as a grey picture."""
+    lab = rgb_to_lab(tf.cast(frames, tf.float32) / (255.0 if np.asarray(frames).dtype == np.uint8 else 1.0))
+    return np.repeat(lab[..., :1].numpy() / 100.0, 3, axis=-1)
+
+
+def colourize(frames: np.ndarray, distributions: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """float RGB [N, S, S, 3]: the frames' own L with the expected ab of predicted colour distributions.
+
+    Args:
+        frames: float [N, S, S, 3] in [0, 1] (only their lightness is kept).
+        distributions: [N, h, w, K] colour-cluster probabilities.
+        centers: [K, 2] the clusters' ab.
+    """
+    size = frames.shape[1]
+    ab = np.tensordot(np.asarray(distributions, np.float32), np.asarray(centers, np.float32), axes=[[-1], [0]])
+    ab = tf.image.resize(ab, [size, size], method="bilinear")
+    lightness = rgb_to_lab(tf.cast(frames, tf.float32))[..., :1]
+    return lab_to_rgb(tf.concat([lightness, ab], axis=-1)).numpy()
+
+
+def save_colorization_picture(method, frames: tf.Tensor, path: Path, clips: int = 8) -> str:
+    """One column per clip: its reference frames and target in grey, the true colours, the prediction."""
+    steps = method.num_frames
+    frames = np.asarray(frames)[: clips * steps]
+    predicted, _, _ = method.predict_colours(tf.constant(frames), training=False)
+    count = len(frames) // steps
+    by_clip = frames.reshape(count, steps, *frames.shape[1:])
+    grid = method.grid
+    targets = by_clip[:, -1]
+    colourized = colourize(targets, np.asarray(predicted).reshape(count, grid, grid, -1),
+                           method.color_centers.numpy())
+    rows = [(f"reference {r + 1} (grey)", greyscale(by_clip[:, r])) for r in range(steps - 1)]
+    rows += [("target (grey)", greyscale(targets)), ("target colour", targets), ("copied colour", colourized)]
+    return save_image_grid(path, rows, title="video colorization: colours copied from the references")
+
+
+def save_tracking_strip(path: Path, frames: np.ndarray, colourized: np.ndarray, predicted: np.ndarray,
+                        truth: np.ndarray, baselines: Optional[dict] = None, title: str = "") -> str:
+    """One clip over time: grey input, colours propagated from frame 0, propagated masks, ground truth.
+
+    Args:
+        frames: uint8 [T, S, S, 3]; colourized: float [T, S, S, 3]; predicted, truth: uint8 [T, S, S].
+        baselines: optional {name: masks [T, S, S]} drawn as extra rows.
+    """
+    rows = [("grey input", greyscale(frames)), ("colour (true)", frames), ("colour (propagated)", colourized),
+            ("masks (propagated)", paint_masks(predicted))]
+    for name, masks in (baselines or {}).items():
+        rows.append((f"masks ({name})", paint_masks(masks)))
+    rows.append(("masks (truth)", paint_masks(truth)))
+    captions = [[f"t={t}" for t in range(len(frames))]] + [[] for _ in rows[1:]]
+    return save_image_grid(path, rows, captions=captions, title=title)

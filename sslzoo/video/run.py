@@ -1,0 +1,239 @@
+"""The training and evaluation path of video methods: clips -> method.fit -> tracking evaluation -> run.
+
+`sslzoo.training.trainer.train_run` hands video sources (`data.source: video_*`) to `train_video`,
+which reuses the trainer's parts (`start_training`: build, compile, `prepare`, checkpoints and resume;
+`_fit` with its callbacks; `_write_outputs`) and writes the same run folder, so `export.py` and `sslzoo.load`
+work unchanged. What differs is the data (clips, tiled side by side into the pipeline's uint8 images) and
+the evaluation: the first frame's instance masks are propagated through each evaluation clip with the
+learned attention and scored with J (mean IoU), next to two baselines measured in the same run (the first
+mask copied unchanged, and propagation with raw-pixel similarity) and the same network at its initial
+weights. A kNN / linear probe of the pooled features (frames labelled by their clip's class) is kept for
+the model card and `export.py --head linear`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sslzoo import __version__
+from sslzoo.config import Config, ConfigError
+from sslzoo.data import DataSplits, ImageSet
+from sslzoo.evaluation.protocol import evaluate_encoder
+from sslzoo.training.checkpoints import atomic_write
+from sslzoo.training.trainer import (
+    INIT_WEIGHTS,
+    _fit,
+    _previous_speed,
+    _write_outputs,
+    build_models,
+    start_training,
+)
+from sslzoo.video import propagation
+from sslzoo.video.generator import Clips
+from sslzoo.video.sources import VideoData, load_video_data
+
+log = logging.getLogger(__name__)
+
+# Raw-pixel baselines get the best of these temperatures on the evaluation clips themselves (an oracle
+# choice), so the learned embedding is compared with the strongest version of the baseline.
+PIXEL_TEMPERATURES = (0.001, 0.003, 0.01, 0.03, 0.1)
+STRIP_FRAMES = 8
+
+
+def tile_clips(frames: np.ndarray) -> np.ndarray:
+    """uint8 [N, T, S, S, 3] -> [N, S, T*S, 3]: frames side by side, the image layout `make_pipeline` takes
+    (the method's `augment` unpacks them)."""
+    count, steps, size = frames.shape[:3]
+    return np.ascontiguousarray(np.transpose(frames, (0, 2, 1, 3, 4)).reshape(count, size, steps * size, 3))
+
+
+def _check_method(method, config: Config) -> None:
+    if not hasattr(method, "num_frames") or not hasattr(method, "embedder"):
+        raise ConfigError(f"method '{config.method.name}' is not a video method (video sources need one, e.g. "
+                          "video_colorization); use an image source (folder, tfds, synthetic) for it")
+    if config.data.clip_length != method.num_frames:
+        raise ConfigError(f"data.clip_length={config.data.clip_length} but the method uses "
+                          f"{method.num_frames} frames per clip (method.options.num_references + 1); "
+                          f"set data.clip_length={method.num_frames}")
+
+
+def train_video(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
+    """Pretrains a video method on clips, evaluates tracking, writes the run folder; returns the metrics.
+
+    Called by `train_run` (which checks names, the run folder, sets the strategy, seed and precision).
+    """
+    data = load_video_data(config.data)
+    splits = DataSplits(ImageSet(tile_clips(data.train.frames), data.train.labels),
+                        ImageSet(tile_clips(data.train.frames[:1]), data.train.labels[:1]),
+                        data.class_names, {})
+    batch_size = config.trainer.batch_size
+    batches_per_epoch = len(data.train) // batch_size
+    if batches_per_epoch < 1:
+        raise ConfigError(f"trainer.batch_size={batch_size} is larger than the {len(data.train)} training clips; "
+                          "lower it or raise data.num_clips")
+    steps = min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
+    epochs = config.trainer.epochs
+
+    # Clips carry no labels to probe online.
+    encoder, method, state, first_epoch = start_training(
+        config, run_dir, strategy, steps, data.train.frames, num_classes=0,
+        check_method=lambda method: _check_method(method, config),
+    )
+    if first_epoch < epochs:
+        train_seconds = _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose)
+        speed = {"train_seconds": round(train_seconds, 2),
+                 "clips_per_second": round((epochs - first_epoch) * steps * batch_size / train_seconds, 1),
+                 "resumed_from_epoch": first_epoch}
+    else:
+        speed = _previous_speed(run_dir)
+
+    start = time.perf_counter()
+    metrics: Dict[str, Any] = {"method": config.method.name, "encoder": config.encoder.name,
+                               "dataset": f"{config.data.source}:{config.data.name if config.data.source == 'video_tfds' else config.data.path or 'built-in'}"}
+    initial, _ = build_models(config, num_classes=0)
+    initial.load_weights(run_dir / INIT_WEIGHTS)
+    metrics["tracking"] = {name: evaluate_tracking(method, initial, clips, config)
+                           for name, clips in data.evaluation.items()}
+    metrics["j_mean"] = metrics["tracking"]["generated"]["learned"]["j_mean"]
+    probe_splits = _probe_splits(data)
+    metrics.update(_probe(encoder, initial, probe_splits, config, run_dir))
+    metrics["eval_seconds"] = round(time.perf_counter() - start, 2)
+    metrics.update({**speed, "epochs": epochs, "steps_per_epoch": steps, "batch_size": batch_size,
+                    "pretext_val": _pretext_val(method, data, config),
+                    "pictures": _pictures(method, data, config, run_dir)})
+    metrics["data"] = {"num_train_clips": len(data.train), "clip_length": config.data.clip_length,
+                       "class_names": list(data.class_names), **data.stats}
+    metrics["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+                          "keras": keras.__version__, "sslzoo": __version__}
+    _write_outputs(run_dir, encoder, probe_splits, metrics)
+    return metrics
+
+
+def embedding_features(method, embedder: keras.Model) -> propagation.FeatureFn:
+    """frames uint8 [T, S, S, 3] -> the embedding [T, h, w, E] the method's attention compares."""
+
+    def features(frames: np.ndarray) -> np.ndarray:
+        images = tf.constant(frames, tf.float32) / 255.0
+        embeddings = tf.cast(embedder(images, training=False), tf.float32)
+        if getattr(method, "similarity", "dot") == "cosine":
+            embeddings = tf.math.l2_normalize(embeddings, axis=-1)
+        return embeddings.numpy()
+
+    return features
+
+
+def _j_of(clips: Clips, track) -> Dict[str, Any]:
+    per_clip = [propagation.clip_j(track(clips.frames[i], clips.masks[i]), clips.masks[i]) for i in range(len(clips))]
+    summary = propagation.summarize(per_clip)
+    summary["per_clip"] = [None if j is None else round(j * 100.0, 2) for j in per_clip]
+    return summary
+
+
+def evaluate_tracking(method, initial_encoder: keras.Model, clips: Clips, config: Config) -> Dict[str, Any]:
+    """J of the learned embedding, of the same network at its initial weights, and of both baselines."""
+    temperature = method.propagation_temperature
+    references = method.num_references
+    results: Dict[str, Any] = {"clips": len(clips), "frames": int(clips.frames.shape[1]),
+                               "propagation_temperature": temperature, "references": references}
+    initial_embedder = keras.Model(initial_encoder.input, initial_encoder.get_layer("feature_map").output)
+    for name, embedder in (("learned", method.embedder), ("random_init", initial_embedder)):
+        features = embedding_features(method, embedder)
+        results[name] = _j_of(clips, lambda f, m, fn=features: propagation.track_clip(
+            f, m, fn, temperature, references))
+    results["copy_first_mask"] = _j_of(clips, lambda f, m: propagation.copy_first_mask(m))
+    for name, colour in (("raw_pixels_rgb", True), ("raw_pixels_grey", False)):
+        results[name] = _best_pixel_baseline(clips, method.grid, colour, references)
+    return results
+
+
+def _best_pixel_baseline(clips: Clips, grid: int, colour: bool, references: int) -> Dict[str, Any]:
+    features = propagation.pixel_features(grid, colour)
+    best = None
+    for temperature in PIXEL_TEMPERATURES:
+        result = _j_of(clips, lambda f, m: propagation.track_clip(
+            f, m, features, temperature, references, propagation.NEG_SQUARED_DISTANCE))
+        result["temperature"] = temperature
+        if best is None or result["j_mean"] > best["j_mean"]:
+            best = result
+    return best
+
+
+def _probe_splits(data: VideoData) -> DataSplits:
+    """First frames of the training clips (train) and of the generated evaluation clips (val), labelled by
+    their clip's class (the first object's shape for generated clips)."""
+    evaluation = data.evaluation["generated"]
+    return DataSplits(ImageSet(data.train.frames[:, 0], data.train.labels),
+                      ImageSet(evaluation.frames[:, 0], evaluation.labels), data.class_names, {})
+
+
+def _probe(encoder, initial, splits: DataSplits, config: Config, run_dir: Path) -> Dict[str, Any]:
+    """kNN / linear probe of pooled features on frames, trained vs initial weights; writes linear_head.keras."""
+    trained, head = evaluate_encoder(encoder, splits, config.eval, seed=config.trainer.seed)
+    atomic_write(run_dir / "linear_head.keras", lambda tmp: head.save(tmp))
+    metrics = {"knn_top1": trained["knn_top1"], "linear_top1": trained["linear_top1"]}
+    if config.eval.random_init:
+        baseline, _ = evaluate_encoder(initial, splits, config.eval, seed=config.trainer.seed)
+        metrics["random_init"] = {"knn_top1": baseline["knn_top1"], "linear_top1": baseline["linear_top1"]}
+    return metrics
+
+
+def _pretext_val(method, data: VideoData, config: Config) -> Dict[str, float]:
+    """The colorization loss and accuracy on the first 4 frames of the generated evaluation clips."""
+    clips = data.evaluation["generated"].frames[:, : method.num_frames]
+    if clips.shape[1] < method.num_frames:
+        return {}
+    images = tf.constant(tile_clips(clips), tf.float32) / 255.0
+    batch = method.augment(images, tf.zeros([len(clips)], tf.int32), tf.constant([config.trainer.seed, 0]))
+    _, logs = method.compute_loss_and_logs(batch, training=False)
+    return {name: round(float(value), 4) for name, value in logs.items()}
+
+
+def _pictures(method, data: VideoData, config: Config, run_dir: Path) -> List[str]:
+    """colorization.png (what is copied) and tracking.png (one generated clip tracked over time)."""
+    from sslzoo.video.pictures import save_tracking_strip
+
+    clips = data.evaluation["generated"]
+    names = []
+    if clips.frames.shape[1] >= method.num_frames:
+        count = min(8, len(clips))
+        images = tf.constant(tile_clips(clips.frames[:count, : method.num_frames]), tf.float32) / 255.0
+        batch = method.augment(images, tf.zeros([count], tf.int32), tf.constant([config.trainer.seed, 0]))
+        names += method.save_pictures(batch, run_dir)
+    frames, masks = clips.frames[0][:STRIP_FRAMES], clips.masks[0][:STRIP_FRAMES]
+    features = embedding_features(method, method.embedder)
+    predicted = propagation.track_clip(frames, masks, features, method.propagation_temperature, method.num_references)
+    colourized = colourize_clip(method, frames, features)
+    pixels = propagation.track_clip(frames, masks, propagation.pixel_features(method.grid, True), 0.01,
+                                    method.num_references, propagation.NEG_SQUARED_DISTANCE)
+    names.append(save_tracking_strip(
+        run_dir / "tracking.png", frames, colourized, predicted, masks,
+        baselines={"raw pixels": pixels, "copy first": propagation.copy_first_mask(masks)},
+        title="frame 0's masks and colours propagated by the learned attention"))
+    return names
+
+
+def colourize_clip(method, frames: np.ndarray, features: propagation.FeatureFn) -> np.ndarray:
+    """float RGB [T, S, S, 3]: frame 0's colour clusters propagated through the clip (what the pointer copies)."""
+    from sslzoo.methods.video_colorization import colour_labels
+    from sslzoo.video.pictures import colourize
+
+    images = tf.constant(frames, tf.float32) / 255.0
+    grid = method.grid
+    first = colour_labels(images[:1], method.color_centers, grid).numpy().reshape(grid, grid)
+    first = propagation.one_hot_masks(first, method.num_colors)
+    soft = propagation.propagate(features(frames), first, method.propagation_temperature, method.num_references)
+    return colourize(images.numpy(), soft, method.color_centers.numpy())
+
+
+def read_metrics(run_dir: str | Path) -> Dict[str, Any]:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
