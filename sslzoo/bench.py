@@ -2,6 +2,7 @@
 
     python -m sslzoo.bench [--config zoo_configs/rotnet_convnet_small_cifar10.yaml] [--encoder resnet18]
         [--precision mixed_bfloat16] [--batch-size 128] [--steps 40] [--data ../shared/data/cifar10/train]
+        [--set encoder.options.width=1.0 ...]
 
 Prints: this CPU's float32 matmul GFLOP/s (the ceiling), the method's training step's images/s on
 in-memory input, the input pipeline alone (in-memory uint8 -> the method's augmentation), the
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import tensorflow as tf
@@ -44,12 +46,13 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def _config(path: str, data_path: str, encoder: str, batch_size: int, precision: str) -> config_lib.Config:
+def _config(path: str, data_path: str, encoder: str, batch_size: int, precision: str,
+            extra: Sequence[str] = ()) -> config_lib.Config:
     overrides = ["data.source=folder", f"data.path={data_path}", f"trainer.batch_size={batch_size}",
                  f"trainer.mixed_precision={precision}"]
     if encoder:
         overrides.append(f"encoder.name={encoder}")
-    return config_lib.load(path, overrides)
+    return config_lib.load(path, [*overrides, *extra])
 
 
 def jpeg_augment_rate(data_path: str, augment, batch_size: int, batches: int, image_size: int = 32) -> float:
@@ -156,11 +159,13 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, as train.py's (e.g. encoder.options.width=1.0)")
     parser.add_argument("--skip-demo", action="store_true", help="skip the README demo memory run")
     args = parser.parse_args(argv)
 
     results = {"matmul_gflops": round(matmul_gflops(), 1)}
-    config = _config(args.config, args.data, args.encoder, args.batch_size, args.precision)
+    config = _config(args.config, args.data, args.encoder, args.batch_size, args.precision, args.set)
     keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
     results.update(bench_training(config, args.steps))
     if not args.skip_demo:
