@@ -30,12 +30,18 @@ def _builder(name: str, data_dir: str | None):
                         f"--set data.source=folder data.path=<images root>") from error
 
 
-def _not_prepared_message(name: str, data_dir: str) -> str:
+def not_prepared_message(
+    name: str,
+    data_dir: str,
+    kind: str = "dataset",
+    instead: str = "--set data.source=folder data.path=<images root> / data.source=synthetic",
+) -> str:
+    """The offline error for a TFDS dataset missing from DATA_DIR: how to prepare it, and what to use
+    instead (`instead`, the config overrides of the local alternatives)."""
     prepare = (f"python -c \"import tensorflow_datasets as tfds; "
                f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()\"")
-    return (f"dataset '{name}' is not prepared in DATA_DIR ({data_dir}); prepare it on a machine with network "
-            f"access (`{prepare}`) and copy {data_dir} here, or use --set data.source=folder "
-            f"data.path=<images root> / data.source=synthetic")
+    return (f"{kind} '{name}' is not prepared in DATA_DIR ({data_dir}); prepare it on a machine with network "
+            f"access (`{prepare}`) and copy {data_dir} here, or use {instead}")
 
 
 def _image_and_label_keys(features) -> Tuple[str, str]:
@@ -60,7 +66,7 @@ def load_tfds(cfg) -> DataSplits:
     """
     builder = _builder(cfg.name, cfg.data_dir or None)
     if not builder.is_prepared():
-        raise DatasetNotPreparedError(_not_prepared_message(cfg.name, str(builder.data_dir_root)))
+        raise DatasetNotPreparedError(not_prepared_message(cfg.name, str(builder.data_dir_root)))
     features = builder.info.features
     image_key, label_key = _image_and_label_keys(features)
     class_names: List[str] = list(features[label_key].names)

@@ -23,6 +23,7 @@ from sslzoo.color import lab_to_rgb, lightness, rgb_to_lab
 from sslzoo.color import quantize
 from sslzoo.config import ConfigError
 from sslzoo.methods.base import SSLMethod, check_options
+from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 from sslzoo.training.checkpoints import atomic_write
 
@@ -250,8 +251,6 @@ class Colorization(SSLMethod):
         grey = lab_to_rgb(tf.concat([lightness(images), tf.zeros_like(images[..., :2])], axis=-1))
         rows = [("L (input)", grey.numpy()), (f"prediction T={self.temperature:g}", self.colorize(images).numpy()),
                 ("original", images.numpy())]
-        from sslzoo.pictures import save_image_grid
-
         return [save_image_grid(Path(run_dir) / "colorization.png", rows,
                                 title="colorization: L input, annealed-mean ab with the true L, original")]
 

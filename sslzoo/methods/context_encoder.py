@@ -27,6 +27,7 @@ from sslzoo.losses.reconstruction import (
     masked_l2,
 )
 from sslzoo.methods.base import SSLMethod, check_options
+from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
 DEFAULTS = {
@@ -269,8 +270,6 @@ class ContextEncoder(SSLMethod):
     def save_pictures(self, data, run_dir: Path) -> List[str]:
         """inpainting.png: the input with its hole, the inpainted image (prediction pasted over the
         predicted region), the original."""
-        from sslzoo.pictures import save_image_grid
-
         count = 8
         masked = data["masked"][:count]
         images = tf.cast(data["images"][:count], tf.float32)

@@ -17,10 +17,11 @@ from keras import layers
 
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
 from sslzoo.augment.grid import augment_patches, check_grid, cut_grid, patch_mosaic, patch_positions
-from sslzoo.backbones import FEATURE_MAP, FEATURES, at_input_size
+from sslzoo.backbones import FEATURE_MAP, FEATURES, at_input_size, input_normalization
 from sslzoo.config import ConfigError
 from sslzoo.losses.cpc import cpc_loss
 from sslzoo.methods.base import SSLMethod, check_options
+from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
 FEATURE_MODES = ("grid", "full")
@@ -59,11 +60,8 @@ DEFAULTS = {
 
 def _input_mean(encoder: keras.Model) -> list[float]:
     """The encoder's input mean per channel (its Normalization layer); 0.5 grey when it has none."""
-    for layer in encoder.layers:
-        if isinstance(layer, layers.Normalization):
-            mean = np.broadcast_to(np.asarray(layer.get_config()["mean"], np.float32).reshape(-1), (3,))
-            return [float(v) for v in mean]
-    return [0.5, 0.5, 0.5]
+    stats = input_normalization(encoder)
+    return [float(v) for v in stats[0]] if stats else [0.5, 0.5, 0.5]
 
 
 def _has_batch_norm(model: keras.Model) -> bool:
@@ -258,8 +256,6 @@ class CPC(SSLMethod):
     def save_pictures(self, data, run_dir: Path) -> List[str]:
         """cpc_grid.png: images, their (augmented) patch grids, which step-1 predictions found their patch,
         and the validation top-1 of every step per target position (grey: rows no context predicts)."""
-        from sslzoo.pictures import save_image_grid
-
         shown = min(8, int(data["images"].shape[0]))
         encodings, predictions = self.predict_grid(data["patches"], training=False)
         _, step_losses, hits = cpc_loss(predictions, encodings, self.group_size)

@@ -15,6 +15,7 @@ from sslzoo.heads import mlp_head
 from sslzoo.layers import all_gather_batch, grouped_call, shuffled_grouped_call
 from sslzoo.losses import info_nce
 from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
 # None = the version's own value (VERSION_DEFAULTS). Card ## 9: builder.py / main_moco.py.
@@ -311,8 +312,6 @@ class MoCo(SSLMethod):
     def save_pictures(self, data, run_dir: Path) -> List[str]:
         """The two views of a few validation images, captioned with the positive's cosine and its rank
         among the K + 1 candidates (1 = the query picks its own key over the whole queue)."""
-        from sslzoo.pictures import save_image_grid
-
         count = min(8, int(data["view_1"].shape[0]))
         view_1, view_2 = data["view_1"][:count], data["view_2"][:count]
         keys, _ = self.compute_keys(view_2, training=False)

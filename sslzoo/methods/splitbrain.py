@@ -21,6 +21,7 @@ from sslzoo.backbones import FEATURE_MAP, FEATURES
 from sslzoo.color import lab_to_rgb, quantize, rgb_to_lab
 from sslzoo.config import ConfigError
 from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.pictures import save_image_grid
 from sslzoo.methods.colorization import (
     L_CENTER,
     L_SCALE,
@@ -163,8 +164,6 @@ class SplitBrain(SSLMethod):
         return loss, logs
 
     def save_pictures(self, data, run_dir):
-        from sslzoo.pictures import save_image_grid
-
         images = data["images"][:12]
         lab = rgb_to_lab(images)
         l_true, ab_true = lab[..., 0:1], lab[..., 1:]

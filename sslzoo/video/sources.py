@@ -27,6 +27,7 @@ import tensorflow as tf
 from sslzoo.data.decode import decode_files, resize_uint8, to_rgb, to_uint8
 from sslzoo.data.sources import DataError, DatasetNotPreparedError
 from sslzoo.data.synthetic import CLASS_NAMES
+from sslzoo.data.tfds_source import not_prepared_message
 from sslzoo.video.generator import Clips, generate_clips
 
 logger = logging.getLogger(__name__)
@@ -197,14 +198,6 @@ def cut_clips(videos: Dict[str, np.ndarray], labels: np.ndarray, clip_length: in
                  [names[i] for i in chosen])
 
 
-def _not_prepared(name: str, data_dir: str) -> str:
-    prepare = (f"python -c \"import tensorflow_datasets as tfds; "
-               f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()\"")
-    return (f"video dataset '{name}' is not prepared in DATA_DIR ({data_dir}); prepare it on a machine with "
-            f"network access (`{prepare}`) and copy {data_dir} here, or use --set data.source=video_folder "
-            f"data.path=<root>/<video>/<frame>.jpg, or data.source=video_synthetic (built-in clips)")
-
-
 def _flatten(example, prefix: str = "") -> Dict[str, np.ndarray]:
     out = {}
     for key, value in example.items():
@@ -228,7 +221,11 @@ def read_tfds_videos(cfg):
         raise DataError(f"TFDS has no dataset named '{cfg.name}' (data.name); video datasets include 'davis', "
                         "'ucf101', 'kinetics400'") from error
     if not builder.is_prepared():
-        raise DatasetNotPreparedError(_not_prepared(cfg.name, str(builder.data_dir_root)))
+        raise DatasetNotPreparedError(not_prepared_message(
+            cfg.name, str(builder.data_dir_root), kind="video dataset",
+            instead="--set data.source=video_folder data.path=<root>/<video>/<frame>.jpg, or "
+                    "data.source=video_synthetic (built-in clips)",
+        ))
     label_names = ["video"]
     for key, feature in builder.info.features.items():
         if isinstance(feature, tfds.features.ClassLabel):
