@@ -33,6 +33,10 @@ class DataConfig:
     max_examples: int = 0  # 0 = all; else a deterministic stratified subset taken before the split
     synthetic_examples: int = 6000
     max_bad_fraction: float = 0.01
+    # validation | tuning. "tuning" (tune.py's trials) keeps the validation split out of sight: it carves a
+    # stratified tuning_fraction of the training split and uses that as the run's validation split.
+    holdout: str = "validation"
+    tuning_fraction: float = 0.1
     # Video sources (video_synthetic | video_folder | video_tfds; sslzoo.video), ignored by image sources.
     # video_synthetic reads data.path, when set, as an image folder to cut objects and backgrounds from;
     # video_folder reads data.path as <root>/<video>/<frame>.jpg; video_tfds reads data.name/data.split.
@@ -112,6 +116,7 @@ class Config:
 
 _CHOICES = {
     "data.source": ("folder", "tfds", "synthetic", "video_synthetic", "video_folder", "video_tfds"),
+    "data.holdout": ("validation", "tuning"),
     "optimizer.name": ("sgd", "adam", "adamw", "lamb", "lars"),
     "optimizer.schedule": ("cosine", "piecewise", "constant"),
     "trainer.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
@@ -215,6 +220,7 @@ def validate(config: Config) -> None:
         (config.data.image_size >= 8, "data.image_size must be >= 8"),
         (0.0 < config.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
         (0.0 <= config.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
+        (0.0 < config.data.tuning_fraction < 1.0, "data.tuning_fraction must be in (0, 1)"),
         (config.data.source != "folder" or bool(config.data.path),
          "data.path must name the image folder when data.source=folder"),
         (config.data.source != "video_folder" or bool(config.data.path),

@@ -47,7 +47,7 @@ TFLITE_FILE = "encoder.tflite"
 HEAD_FILE = "head.keras"
 LABELS_FILE = "labels.txt"
 DEFAULT_VARIANT = "float32"
-LIST_FIELDS = ("method", "encoder", "dataset", "knn_top1", "linear_top1")
+LIST_FIELDS = ("method", "encoder", "dataset", "knn_top1", "linear_top1", "finetune_top1")
 
 __all__ = ["load", "list_models", "resolve", "export_roots", "load_labels", "tflite_variants",
            "ModelNotFoundError", "ArtifactIntegrityError", "UnsafeModelError", "IndexUnreachableError",
@@ -366,7 +366,8 @@ def _load_keras(path: Path):
 
 
 def list_models(remote: bool = False, index_url: Optional[str] = None) -> List[dict]:
-    """One dict per model, sorted by name: name, method, encoder, dataset, knn_top1, linear_top1, path.
+    """One dict per model, sorted by name: name, method, encoder, dataset, knn_top1, linear_top1,
+    finetune_top1 (10% of the labels, when measured), budget (for benchmark exports), path.
 
     Local exports first, then models in the download cache (a local export shadows a cached one of the
     same name). With `remote=True` and an index configured (argument or `$SSLZOO_INDEX_URL`), models
@@ -383,6 +384,8 @@ def list_models(remote: bool = False, index_url: Optional[str] = None) -> List[d
             continue
         entry = {"name": name}
         entry.update({key: card_field(card, key) for key in LIST_FIELDS})
+        # The training budget the numbers belong to, when the export came from the zoo benchmark.
+        entry["budget"] = (card.get("benchmark") or {}).get("budget")
         entry["path"] = str(folder)
         models.append(entry)
     url = zoo_remote.index_url(index_url)

@@ -134,7 +134,7 @@ def test_layer_norm_encoder_keeps_examples_independent_in_training(name):
 
 
 def test_unknown_norm_fails():
-    with pytest.raises(ValueError, match="norm must be one of batch, layer"):
+    with pytest.raises(ValueError, match="norm must be one of batch, batch_fused, layer"):
         build_encoder("convnet_small", 32, norm="instance")
 
 

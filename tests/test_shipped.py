@@ -12,11 +12,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.name for p in (ROOT / "exported").iterdir() if (p / "model_card.json").is_file())
 
 
-def test_the_zoo_ships_a_rotnet_encoder_trained_on_cifar10():
-    assert "rotnet_convnet_small_cifar10" in SHIPPED
+def test_every_benchmarked_method_ships_a_reference_encoder_with_its_numbers():
+    """exported/ holds one encoder per benchmark entry (every registered image method and the supervised
+    baseline), each listed with the benchmark's budget and its kNN / linear / fine-tune figures."""
+    from sslzoo.benchmark import discover_entries
+    from sslzoo.registry import METHODS
+
+    expected = {entry.stem for entry in discover_entries(METHODS.names())}
+    assert expected <= set(SHIPPED), sorted(expected - set(SHIPPED))
     listed = {entry["name"]: entry for entry in sslzoo.list_models()}
-    entry = listed["rotnet_convnet_small_cifar10"]
-    assert entry["method"] == "rotnet" and entry["knn_top1"] > 0 and entry["linear_top1"] > 0
+    for name in expected:
+        entry = listed[name]
+        assert entry["budget"], name  # trained by the benchmark, which states its budget
+        for key in ("knn_top1", "linear_top1", "finetune_top1"):
+            assert 10.0 < entry[key] <= 100.0, (name, key, entry[key])  # better than chance on 10 classes
+        card = read_card(ROOT / "exported" / name)
+        assert card["benchmark"]["row"]["knn_top1"] == entry["knn_top1"], name
+
+
+def test_exported_folder_stays_small():
+    total = sum(p.stat().st_size for p in (ROOT / "exported").rglob("*") if p.is_file())
+    assert total < 60 * 2**20, f"exported/ is {total / 2**20:.1f} MiB; keep it under ~60 MiB"
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -172,7 +172,8 @@ def test_list_models_reports_card_numbers(isolated):
     assert [m["name"] for m in ours] == ["alpha_model", "beta_model"]
     alpha, beta = ours
     assert alpha == {"name": "alpha_model", "method": "simclr", "encoder": None, "dataset": None,
-                     "knn_top1": 0.63, "linear_top1": None, "path": str(root / "alpha_model")}
+                     "knn_top1": 0.63, "linear_top1": None, "finetune_top1": None, "budget": None,
+                     "path": str(root / "alpha_model")}
     assert beta["method"] == "rotnet" and beta["encoder"] == "convnet_small"
     assert beta["dataset"] == "cifar10" and beta["knn_top1"] == 0.41 and beta["linear_top1"] == 0.52
 

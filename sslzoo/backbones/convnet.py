@@ -44,8 +44,8 @@ def convnet_small(
         blocks: number of conv blocks (>= 1); a pool follows every block but the last.
         mean, std: per-channel input statistics in [0, 1] units.
         bn_momentum: Keras BatchNormalization momentum.
-        norm: "batch" (BatchNormalization) or "layer" (per-example layer norm, e.g. CPC v2's patch
-            encoder, which must not share statistics between patches).
+        norm: "batch" (BatchNormalization), "batch_fused" (the same, fused kernel) or "layer" (per-example
+            layer norm, e.g. CPC v2's patch encoder, which must not share statistics between patches).
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, D]`, D = 32 * 2**(blocks - 1) * width.

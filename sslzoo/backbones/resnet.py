@@ -104,7 +104,8 @@ def build_resnet(
         stem: "cifar" (3x3 s1 conv, no pool: S/8 output), "imagenet" (7x7 s2 conv + 3x3 s2 max-pool:
             S/32 output), or None: "cifar" when S <= 64, else "imagenet".
         width: channel multiplier.
-        norm: "batch" (BatchNormalization) or "layer" (per-example layer norm, see `common.normalization`).
+        norm: "batch" (BatchNormalization), "batch_fused" (the same on the fused kernel) or "layer"
+            (per-example layer norm, see `common.normalization`).
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, D]`.

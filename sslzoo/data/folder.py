@@ -11,7 +11,7 @@ from typing import List, Tuple
 import numpy as np
 
 from sslzoo.data.decode import decode_files
-from sslzoo.data.sources import DataError, DataSplits, ImageSet, check_split_sizes, make_stats, stratified_split
+from sslzoo.data.sources import DataError, DataSplits, ImageSet, check_split_sizes, make_stats, split_indices
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,7 @@ def load_folder(cfg) -> DataSplits:
         cfg: DataConfig with source="folder".
     """
     paths, labels, class_names = list_image_folder(cfg.path)
-    train_idx, val_idx = stratified_split(labels, val_fraction=cfg.val_fraction, seed=cfg.split_seed,
-                                          max_examples=cfg.max_examples)
+    train_idx, val_idx = split_indices(labels, cfg)
     used = np.concatenate([train_idx, val_idx])
     images, ok = decode_files([paths[i] for i in used], cfg.image_size)
     bad_mask = np.ones(len(used), bool)

@@ -108,6 +108,27 @@ def stratified_split(labels: np.ndarray, *, val_fraction: float, seed: int, max_
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def split_indices(labels: np.ndarray, cfg) -> Tuple[np.ndarray, np.ndarray]:
+    """The (train, val) indices a run uses: `stratified_split` as configured by `cfg` (a DataConfig).
+
+    With `cfg.holdout == "tuning"` the validation split is set aside unused, and a stratified
+    `cfg.tuning_fraction` of the training split (its own fixed seed) becomes the run's "val": hyperparameter
+    search then never sees the validation split it is finally reported on.
+    """
+    train_idx, val_idx = stratified_split(labels, val_fraction=cfg.val_fraction, seed=cfg.split_seed,
+                                          max_examples=cfg.max_examples)
+    if getattr(cfg, "holdout", "validation") != "tuning":
+        return train_idx, val_idx
+    keep, tune = tuning_carve(np.asarray(labels)[train_idx], cfg)
+    return train_idx[keep], train_idx[tune]
+
+
+def tuning_carve(train_labels: np.ndarray, cfg) -> Tuple[np.ndarray, np.ndarray]:
+    """(kept, tuning) indices into the training split's labels, as `data.holdout=tuning` carves them."""
+    # A seed different from the first split's, so the carve does not mirror its per-class order.
+    return stratified_split(train_labels, val_fraction=cfg.tuning_fraction, seed=cfg.split_seed + 1)
+
+
 def check_split_sizes(n_train: int, n_val: int, cfg) -> None:
     if n_train == 0 or n_val == 0:
         raise DataError(
@@ -120,8 +141,7 @@ def split_arrays(images: np.ndarray, labels: np.ndarray, class_names: List[str],
                  stats: Dict[str, Any]) -> DataSplits:
     """Applies `stratified_split` (configured by `cfg`, a DataConfig) to in-memory images [N, S, S, 3]."""
     labels = np.asarray(labels, np.int32)
-    train_idx, val_idx = stratified_split(labels, val_fraction=cfg.val_fraction, seed=cfg.split_seed,
-                                          max_examples=cfg.max_examples)
+    train_idx, val_idx = split_indices(labels, cfg)
     check_split_sizes(len(train_idx), len(val_idx), cfg)
     return DataSplits(
         train=ImageSet(images[train_idx], labels[train_idx]),

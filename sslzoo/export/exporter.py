@@ -48,6 +48,7 @@ from sslzoo.export.saved_model import (
 from sslzoo.export import serving_requests
 from sslzoo.export.tflite import convert_to_tflite, interpreter, signature_io, tflite_features
 from sslzoo.export.variants import check_variants, export_classifier, export_variants
+from sslzoo.layers.batch_norm import with_builtin_batch_norm
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
     check_card_input(card)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"version must be an integer >= 1, got {version!r}")
+    # Built-in layers only in every artifact (the fused batch norm is a training-speed detail).
+    encoder = with_builtin_batch_norm(encoder)
     feature_dim = _check_encoder(encoder, image_size)
     head_info = _check_head(head, class_names, feature_dim, head_kind, card)
     if "serving" in card:

@@ -6,7 +6,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import keras
 import numpy as np
@@ -22,7 +22,8 @@ REPRESENTATIVE_IMAGES = 300  # int8 calibration: the issue asks for 200-500 trai
 
 def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False, head: str = "none",
                tflite: Sequence[str] = ("float32",), int8_io: bool = False,
-               allow_accuracy_drop: bool = False, evaluate: bool = True, onnx: bool = False) -> Path:
+               allow_accuracy_drop: bool = False, evaluate: bool = True, onnx: bool = False,
+               card_extra: Mapping | None = None) -> Path:
     """Exports the trained encoder of `run_dir` to `output_dir` with a model card built from the run.
 
     Args:
@@ -37,6 +38,8 @@ def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False,
         evaluate: measure kNN / linear top-1 of every TFLite variant on the run's validation split
             (needs the run's data; int8 needs it anyway for calibration).
         onnx: also export `encoder.onnx` (parity checked in onnxruntime).
+        card_extra: more plain-data fields for the model card (e.g. the benchmark's numbers); they may
+            not replace the fields built from the run.
     """
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if head not in HEADS:
@@ -79,6 +82,10 @@ def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False,
         "config": config,
         "reproduce": reproduce_command(run_dir, output_dir),
     }
+    clashes = sorted(set(card_extra or {}) & set(card))
+    if clashes:
+        raise ValueError(f"card_extra sets fields built from the run: {', '.join(clashes)}")
+    card.update(card_extra or {})
     return export_encoder(
         encoder,
         output_dir,

@@ -1,7 +1,7 @@
 """`TFLiteModel`: a `.tflite` encoder run with the LiteRT interpreter, float32 in, float32 features out.
 
 ```python
-model = TFLiteModel("exported/rotnet_convnet_small_cifar10/encoder.int8.tflite", num_threads=2)
+model = TFLiteModel("exported/rotnet_convnet_small_cifar10/encoder_int8.tflite", num_threads=2)
 features = model.predict(images)   # images float32 [N, S, S, 3] in [0, 1] -> float32 [N, D]
 ```
 This is what `sslzoo.load(name, format="tflite", variant=...)` returns. It uses

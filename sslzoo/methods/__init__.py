@@ -27,6 +27,7 @@ from sslzoo.methods import context_encoder  # noqa: F401
 from sslzoo.methods import cpc  # noqa: F401
 from sslzoo.methods import colorization  # noqa: F401
 from sslzoo.methods import splitbrain  # noqa: F401
+from sslzoo.methods import supervised  # noqa: F401  (the benchmark's labelled baseline)
 from sslzoo.methods.base import SSLMethod
 from sslzoo.registry import METHODS
 

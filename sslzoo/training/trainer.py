@@ -22,12 +22,15 @@ import yaml
 from sslzoo import __version__
 from sslzoo.backbones import build_encoder, encoder_options
 from sslzoo.config import Config, ConfigError
+from sslzoo.config import from_dict as config_from_dict
 from sslzoo.data import load_splits, make_pipeline
 from sslzoo.evaluation import finetune
 from sslzoo.evaluation.protocol import evaluate_encoder
+from sslzoo.layers.batch_norm import with_builtin_batch_norm
 from sslzoo.methods import build_method
 from sslzoo.optimizers import build_optimizer
 from sslzoo.registry import ENCODERS, METHODS
+from sslzoo.report import build_report
 from sslzoo.training.checkpoints import EpochCheckpoint, RunState, atomic_write, atomic_write_text
 from sslzoo.training.strategy import make_strategy
 
@@ -76,7 +79,9 @@ def build_models(config: Config, num_classes: int):
 def _check_run_folder(config: Config, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
     if saved.exists():
-        previous = yaml.safe_load(saved.read_text())
+        # Through from_dict, so a folder written before a new config field existed (with its default)
+        # still counts as the same run.
+        previous = config_from_dict(yaml.safe_load(saved.read_text())).to_dict()
         if previous != config.to_dict():
             raise ConfigError(
                 f"run folder '{run_dir}' holds a run with a different config; resuming it with this one "
@@ -158,6 +163,7 @@ def _train(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
             "pictures": _pictures(method, splits, config, run_dir),
         }
     )
+    metrics["report"] = build_report(run_dir, metrics, encoder, splits)  # report.md + its figures
     _write_outputs(run_dir, encoder, splits, metrics)
     return metrics
 
@@ -276,7 +282,7 @@ def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
     }
     if evaluation.finetune_epochs:
         metrics["finetune_top1"], tuned, tuned_head = _finetune(encoder, splits, config)
-        atomic_write(run_dir / FINETUNE_ENCODER, lambda tmp: tuned.save(tmp))
+        atomic_write(run_dir / FINETUNE_ENCODER, lambda tmp: with_builtin_batch_norm(tuned).save(tmp))
         atomic_write(run_dir / FINETUNE_HEAD, lambda tmp: tuned_head.save(tmp))
     if evaluation.random_init:
         initial, _ = build_models(config, len(splits.class_names))
@@ -312,7 +318,8 @@ def _finetune(encoder, splits, config: Config):
 
 
 def _write_outputs(run_dir: Path, encoder, splits, metrics: Dict[str, Any]) -> None:
-    atomic_write(run_dir / "encoder.keras", lambda tmp: encoder.save(tmp))
+    # Built-in layers only, so the run's encoder loads with plain Keras (sslzoo/layers/batch_norm.py).
+    atomic_write(run_dir / "encoder.keras", lambda tmp: with_builtin_batch_norm(encoder).save(tmp))
     # A few validation images travel with the run so export.py can measure parity on real inputs.
     samples = splits.val.images[:32]
     atomic_write(run_dir / PARITY_SAMPLES, lambda tmp: np.save(tmp, samples, allow_pickle=False))
