@@ -19,7 +19,7 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sslzoo.zoo_remote import build_index, write_index  # noqa: E402
+from sslzoo.zoo.remote import build_index, write_index  # noqa: E402
 
 __all__ = ["build_index", "write_index", "main"]
 

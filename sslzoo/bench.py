@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
-import sys
+
 import time
 from pathlib import Path
 from typing import Sequence
@@ -27,11 +28,12 @@ import keras
 import tensorflow as tf
 
 from sslzoo import config as config_lib
-from sslzoo.data import load_splits, make_pipeline
+from sslzoo import settings
+from sslzoo.data import load_splits, split_pipeline
 from sslzoo.optimizers import build_optimizer
 from sslzoo.training.trainer import build_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = settings.child_cwd()
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -101,10 +103,8 @@ def bench_training(config: config_lib.Config, steps: int) -> dict:
     method.compile(optimizer=build_optimizer(config.optimizer, steps_per_epoch=100, epochs=1))
 
     def pipeline(epochs):
-        return make_pipeline(
-            splits.train.images, splits.train.labels, batch_size=batch, seed=0,
-            num_epochs=epochs, augment=method.augment,
-        )
+        # Streamed from the files with --stream (data.cache=none), else from the decoded in-memory split.
+        return split_pipeline(splits.train, batch_size=batch, seed=0, num_epochs=epochs, augment=method.augment)
 
     one_batch = next(iter(pipeline(1)))
     in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
@@ -130,6 +130,7 @@ def bench_training(config: config_lib.Config, steps: int) -> dict:
         "method": config.method.name,
         "encoder": config.encoder.name,
         "precision": config.trainer.mixed_precision,
+        "streamed": bool(splits.train.streamed),
         "batch_size": batch,
         "decode_seconds": round(decode_seconds, 1),
         "decoded_images": int(len(splits.train.labels) + len(splits.val.labels)),
@@ -144,17 +145,34 @@ def bench_training(config: config_lib.Config, steps: int) -> dict:
 def demo_peak_memory_mb(output: Path) -> float:
     """Runs the README demo's training in a child process and reports its peak resident memory."""
     subprocess.run(
-        [sys.executable, "train.py", "--config", "zoo_configs/rotnet_convnet_small_synthetic.yaml",
+        [*settings.train_command(), "--config", str(settings.config_dir() / "rotnet_convnet_small_synthetic.yaml"),
          "--output", str(output), "--quiet"],
-        cwd=ROOT, check=True, capture_output=True,
+        cwd=settings.child_cwd(), check=True, capture_output=True,
     )
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+
+
+def stream_peak_memory_mb(folder: str, config_path: str, image_size: int, steps: int, output: Path) -> dict:
+    """Peak resident memory of a streamed training run (data.cache=none, unlabelled) on `folder`, in a
+    child process of its own: what the own-data issue asks to stay flat as the folder grows."""
+    command = [*settings.train_command(), "--config", config_path, "--quiet", "--output", str(output), "--set",
+               "data.source=folder", f"data.path={folder}", "data.labels=none", "data.cache=none",
+               f"data.image_size={image_size}", "trainer.epochs=1", f"trainer.steps_per_epoch={steps}",
+               "eval.random_init=false"]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=settings.child_cwd(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"streamed run on {folder} failed: {process.stderr.read().decode()[-2000:]}")
+    metrics = json.loads((output / "metrics.json").read_text())
+    return {"folder": folder, "images": metrics["data"]["num_train"] + metrics["data"]["num_val"],
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/cifar10/train"))
-    parser.add_argument("--config", default=str(ROOT / "zoo_configs/rotnet_convnet_small_cifar10.yaml"))
+    parser.add_argument("--config", default=str(settings.config_dir() / "rotnet_convnet_small_cifar10.yaml"))
     parser.add_argument("--encoder", default="", help="override the config's encoder (e.g. resnet18)")
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--batch-size", type=int, default=128)
@@ -162,7 +180,27 @@ def main(argv=None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, as train.py's (e.g. encoder.options.width=1.0)")
     parser.add_argument("--skip-demo", action="store_true", help="skip the README demo memory run")
+    parser.add_argument("--stream", action="store_true",
+                        help="end to end streamed from the image files (data.cache=none) instead of from memory")
+    parser.add_argument("--stream-memory", nargs="+", metavar="FOLDER",
+                        help="only measure the peak memory of a streamed run on each folder (e.g. 10k and 100k "
+                             "images), at --image-size, for --steps steps")
+    parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args(argv)
+    if args.stream_memory:
+        import tempfile
+
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, folder in enumerate(args.stream_memory):
+                rows.append(stream_peak_memory_mb(folder, args.config, args.image_size, args.steps,
+                                                  Path(tmp) / f"run{i}"))
+                print(json.dumps(rows[-1]), flush=True)
+        if len(rows) > 1:
+            print(json.dumps({"peak_rss_ratio_last_over_first": round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3)}))
+        return
+    if args.stream:
+        args.set = [*args.set, "data.cache=none"]
 
     results = {"matmul_gflops": round(matmul_gflops(), 1)}
     config = _config(args.config, args.data, args.encoder, args.batch_size, args.precision, args.set)

@@ -1,12 +1,21 @@
 """Typed run configuration: dataclasses, YAML via `yaml.safe_load`, `--set a.b=c` overrides.
 
 Everything is validated before any work starts: an unknown key or a value of the wrong type raises
-`ConfigError` naming the key and what is allowed. Method-specific settings live in `method.options`
-(a free mapping checked by the method's builder), so adding a method never changes this file.
+`ConfigError` naming the key and what is allowed. Method-specific settings live in `method.options`,
+checked against the method's own options dataclass by `parse_options` (the same type machinery as the
+rest of the config), so adding a method never changes this file.
+
+Options are declared once, as a frozen dataclass whose fields come from `option()`:
+
+    @dataclasses.dataclass(frozen=True)
+    class RotNetOptions:
+        rotations: tuple[int, ...] = option((0, 1, 2, 3), "quarter turns to classify")
+        head_width: int = option(256, "hidden width of the rotation head", ge=1)
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -15,15 +24,17 @@ from typing import Any, Dict, List, Mapping
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config key is unknown, or its value has the wrong type or is out of range."""
+from sslzoo.errors import ConfigError
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # folder | tfds | synthetic
-    path: str = ""  # folder source: root/<class>/<image>
+    source: str = "synthetic"  # folder | list | tfrecord | tfds | synthetic (| video_* for clips)
+    path: str = ""  # folder: root/<class>/<image> (or any tree, labels=none); list: a text file; tfrecord: shards
+    labels: str = "subfolders"  # folder: subfolders (root/<class>/<image>) | none (every image, recursively)
+    cache: str = "auto"  # auto | memory | none: decoded training images held in memory, or streamed from files
+    memory_limit_mb: int = 2048  # auto: hold the training images in memory only below this size
+    max_pixels: int = 64_000_000  # refuse (count as bad) images whose header declares more pixels
     name: str = "cifar10"  # tfds source: TFDS dataset name
     split: str = "train"  # tfds source: the split train/val are carved from
     data_dir: str = ""  # tfds source: TFDS data_dir ("" = TFDS default)
@@ -99,6 +110,12 @@ class EvalConfig:
     finetune_epochs: int = 0  # > 0: also fine-tune encoder + head end to end (export.py --head finetune)
     finetune_label_fraction: float = 0.1  # stratified share of the training labels for fine-tuning
     finetune_learning_rate: float = 1e-3
+    evaluator: str = ""  # "" = the data kind's own (knn_linear for images, tracking for clips)
+    # A labelled root/<class>/<image> folder for kNN, linear probe and fine-tuning, separate from the training
+    # images; split by val_fraction (stratified, data.split_seed) into probe-train and probe-val parts.
+    data_path: str = ""
+    val_fraction: float = 0.2
+    keep_features: bool = True  # keep features.npz in the run folder for the export's accuracy check
 
 
 @dataclass
@@ -115,7 +132,10 @@ class Config:
 
 
 _CHOICES = {
-    "data.source": ("folder", "tfds", "synthetic", "video_synthetic", "video_folder", "video_tfds"),
+    "data.source": ("folder", "list", "tfrecord", "tfds", "synthetic", "video_synthetic", "video_folder",
+                    "video_tfds"),
+    "data.labels": ("subfolders", "none"),
+    "data.cache": ("auto", "memory", "none"),
     "data.holdout": ("validation", "tuning"),
     "optimizer.name": ("sgd", "adam", "adamw", "lamb", "lars"),
     "optimizer.schedule": ("cosine", "piecewise", "constant"),
@@ -124,14 +144,58 @@ _CHOICES = {
 }
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Checks `value` against a dataclass field annotation; ints are accepted for floats."""
+def type_name(annotation: Any) -> str:
+    """How a field's type reads in an error message: `int`, `tuple[float, ...]`, `'conv' | 'nin'`."""
     origin = typing.get_origin(annotation)
-    if origin in (list, List):
-        (item_type,) = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join("null" if a is type(None) else type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join("..." if a is Ellipsis else type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Checks `value` against a dataclass field annotation; ints are accepted for floats, lists for
+    tuples (YAML has no tuples), and `Literal[...]` / `X | None` are honoured."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        members = typing.get_args(annotation)
+        if value is None and type(None) in members:
+            return None
+        errors = []
+        for member in members:
+            if member is type(None):
+                continue
+            try:
+                return coerce(value, member, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(f"{key}: expected {type_name(annotation)}, got {type(value).__name__} {value!r}")
+    if origin in (list, List, collections.abc.Sequence):
+        (item_type,) = typing.get_args(annotation) or (Any,)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list ({type_name(annotation)}), got "
+                              f"{type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values ({type_name(annotation)}), got {list(value)!r}")
+        return tuple(coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
     if origin in (dict, Dict):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
@@ -142,6 +206,81 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if annotation in (int, float, str) and (type(value) is not annotation):
         raise ConfigError(f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+# --- options: one typed declaration per method (or any other part with options) ------------------
+_BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+
+
+def option(default: Any, doc: str = "", **bounds: float) -> Any:
+    """A field of an options dataclass: its default, a one-line doc, and optional bounds `ge`, `gt`,
+    `le`, `lt` (checked on the value, or on every item of a tuple)."""
+    unknown = set(bounds) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"option(): unknown bound(s) {sorted(unknown)}; use {', '.join(_BOUNDS)}")
+    metadata = {"doc": doc, "bounds": bounds}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("option(): use a tuple for a sequence default (options are frozen)")
+    return field(default=default, metadata=metadata)
+
+
+def _check_bounds(key: str, value: Any, bounds: Mapping[str, float], doc: str) -> None:
+    if value is None or not bounds:
+        return
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        for name, bound in bounds.items():
+            test, sign = _BOUNDS[name]
+            if not test(item, bound):
+                hint = f" ({doc})" if doc else ""
+                raise ConfigError(f"{key} {value!r}: must be {sign} {bound}{hint}")
+
+
+def describe_options(cls) -> str:
+    """`key: type = default` for every field of an options dataclass, one per line (for error messages)."""
+    hints = typing.get_type_hints(cls)
+    return "; ".join(f"{f.name}: {type_name(hints[f.name])} = {f.default!r}" for f in dataclasses.fields(cls))
+
+
+def parse_options(cls, values: Mapping[str, Any] | Any, prefix: str = "options"):
+    """Builds the frozen options dataclass `cls` from a mapping (a config's `method.options`).
+
+    Unknown keys fail before any work, listing every allowed key with its type and default; each value
+    is type-checked and bound-checked; the dataclass' own `__post_init__` may add checks across fields
+    (raising `ConfigError`). An instance of `cls` is returned as it is.
+    """
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix}: expected a mapping of options, got {type(values).__name__} {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown {prefix} key(s) {', '.join(unknown)}; allowed: {describe_options(cls)}")
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}"
+        kwargs[key] = coerce(value, hints[key], full)
+        _check_bounds(full, kwargs[key], fields[key].metadata.get("bounds", {}), fields[key].metadata.get("doc", ""))
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"{prefix}: {error}") from None
+
+
+def options_to_dict(options) -> Dict[str, Any]:
+    """Plain YAML/JSON data of an options dataclass (tuples become lists)."""
+    return yaml.safe_load(yaml.safe_dump(_plain(dataclasses.asdict(options)), sort_keys=False))
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
@@ -159,7 +298,7 @@ def _build(cls, values: Mapping[str, Any], prefix: str):
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = _build(annotation, value, f"{full}.")
         else:
-            kwargs[key] = _coerce(value, annotation, full)
+            kwargs[key] = coerce(value, annotation, full)
             if full in _CHOICES and kwargs[key] not in _CHOICES[full]:
                 raise ConfigError(f"{full}: '{value}' is not one of {', '.join(_CHOICES[full])}")
     return cls(**kwargs)
@@ -223,6 +362,12 @@ def validate(config: Config) -> None:
         (0.0 < config.data.tuning_fraction < 1.0, "data.tuning_fraction must be in (0, 1)"),
         (config.data.source != "folder" or bool(config.data.path),
          "data.path must name the image folder when data.source=folder"),
+        (config.data.source not in ("list", "tfrecord") or bool(config.data.path),
+         f"data.path must name the {'list of image paths' if config.data.source == 'list' else 'shard folder'} "
+         f"when data.source={config.data.source}"),
+        (config.data.memory_limit_mb >= 0, "data.memory_limit_mb must be >= 0"),
+        (config.data.max_pixels >= 1, "data.max_pixels must be >= 1"),
+        (0.0 < config.eval.val_fraction < 1.0, "eval.val_fraction must be in (0, 1)"),
         (config.data.source != "video_folder" or bool(config.data.path),
          "data.path must name the video folder (<root>/<video>/<frame>.jpg) when data.source=video_folder"),
         (config.data.clip_length >= 2, "data.clip_length must be >= 2 (at least one reference and a target)"),

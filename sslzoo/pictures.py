@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from sslzoo.training.checkpoints import atomic_write
+from sslzoo.files import atomic_write
 
 
 def _displayable(image: np.ndarray) -> np.ndarray:

@@ -48,11 +48,21 @@ class Registry:
 
 METHODS = Registry("method")
 ENCODERS = Registry("encoder")
+# What a config's data.source trains on (sslzoo.data.kinds), and what scores a finished run (the
+# trainer's evaluators: kNN + linear probe for images, tracking J for clips).
+DATA_KINDS = Registry("data kind")
+EVALUATORS = Registry("evaluator")
 
 
 def register_method(name: str):
-    """Decorator: `@register_method("rotnet")` on a `build(config, encoder) -> SSLMethod` function."""
-    return METHODS.register(name)
+    """Class decorator: `@register_method("rotnet")` on an `SSLMethod` subclass; records the name on the
+    class (`registered_name`), which is also its default Keras model name."""
+
+    def decorator(cls):
+        cls.registered_name = name
+        return METHODS.register(name)(cls)
+
+    return decorator
 
 
 def register_encoder(name: str):

@@ -268,7 +268,7 @@ def _probe_data(run_dir: Path):
     import keras
 
     from sslzoo.data import load_splits
-    from sslzoo.data.sources import tuning_carve
+    from sslzoo.data.splits import tuning_carve
     from sslzoo.evaluation.features import extract_features
 
     if not run_dir.is_dir():
@@ -382,7 +382,7 @@ def _validation_scores(run_dir: Path, config: Config, splits: Callable[[], Any])
     import keras
 
     from sslzoo.evaluation.protocol import evaluate_encoder
-    from sslzoo.training.checkpoints import atomic_write_text
+    from sslzoo.files import atomic_write_text
 
     cached = run_dir / VALIDATION_FILE  # a resumed search does not evaluate the same encoder again
     if cached.exists():
@@ -514,7 +514,7 @@ def _reproduce(config_path: str, sets: Sequence[str]) -> str:
 
 # --------------------------------------------------------------------------------------------------- results
 def _write_results(output: Path, results: Dict[str, Any]) -> None:
-    from sslzoo.training.checkpoints import atomic_write_text
+    from sslzoo.files import atomic_write_text
 
     # A resumed search reports its total time, not the seconds of the run that found everything done.
     previous = output / "tuning.json"

@@ -9,7 +9,9 @@ import tensorflow as tf
 from sslzoo.color import lab_to_rgb, quantize, rgb_to_lab
 from sslzoo.config import ConfigError
 from sslzoo.data import load_splits
-from sslzoo.methods.colorization import as_normalized_input, input_statistics
+from sslzoo.backbones import IDENTITY_NORMALIZATION, build_encoder, input_normalization
+from sslzoo.methods import build_method
+from sslzoo.methods.colorization import as_normalized_input
 from sslzoo.training.trainer import build_models
 from tests.harness import CIFAR, check_method_contract, first_batch, tiny_config, train_on_cifar
 
@@ -211,7 +213,7 @@ def test_encoder_sees_only_lightness():
     # ... and the configured encoder's Normalization turns its input back into z = (L - 50) / 50 in all
     # three channels: a 3-channel conv on equal channels is a 1-channel conv with the kernels summed.
     inner = method.encoder.get_layer("convnet_small")
-    mean, std = input_statistics(inner)
+    mean, std = input_normalization(inner, default=IDENTITY_NORMALIZATION)
     z = (lab[..., :1] - 50.0) / 50.0
     fed = as_normalized_input(tf.concat([z, z, z], -1), inner)
     np.testing.assert_allclose(inner.get_layer("normalization")(fed), tf.concat([z, z, z], -1), atol=1e-4)
@@ -261,6 +263,13 @@ def test_bad_options_fail_clearly(options, fragment):
     config = tiny_config("colorization", options)
     with pytest.raises(ConfigError, match=fragment):
         build_models(config, num_classes=0)
+
+
+def test_unknown_option_key_fails_listing_the_allowed_keys():
+    with pytest.raises(ConfigError, match="unknown method.options key") as error:
+        build_method("colorization", {"colours": 3}, build_encoder("convnet_small", 32, width=0.25))
+    for key in ("grid_size", "neighbors", "rebalance_lambda", "prediction_stride", "flip"):
+        assert key in str(error.value)
 
 
 def test_colorization_passes_the_method_contract(tmp_path):

@@ -315,7 +315,7 @@ def test_context_encoder_passes_the_method_contract(options, tmp_path):
         ({"mask": "central", "region_size": 40}, r"region_size 40: must be in \(0, 32\]"),
         ({"mask": "random_region", "coverage": [0.3, 0.2]}, r"coverage"),
         ({"mask": "random_block", "num_blocks": 0}, r"num_blocks 0"),
-        ({"mask": "stripes"}, r"mask 'stripes': use one of central, random_block, random_region"),
+        ({"mask": "stripes"}, r"mask: 'stripes' is not one of 'central', 'random_block', 'random_region'"),
         ({"fill": [0.5, 0.5]}, r"fill"),
         ({"reconstruction_weight": 0.0}, r"reconstruction_weight"),
         ({"hole": 4}, "unknown method.options key"),
@@ -325,6 +325,18 @@ def test_bad_options_fail_clearly(options, fragment):
     encoder = build_encoder("convnet_small", 32, width=0.25)
     with pytest.raises(ConfigError, match=fragment):
         build_method("context_encoder", options, encoder)
+
+
+def test_unknown_option_fails_listing_every_allowed_key():
+    encoder = build_encoder("convnet_small", 32, width=0.25)
+    with pytest.raises(ConfigError, match="unknown method.options key.*hole") as error:
+        build_method("context_encoder", {"hole": 4}, encoder)
+    allowed = str(error.value).split("allowed:", 1)[1]
+    for key in ("mask", "region_size", "overlap", "overlap_weight", "block_size", "num_blocks", "coverage",
+                "noise_size", "fill", "decoder_width", "adversarial", "reconstruction_weight",
+                "discriminator_width", "discriminator_learning_rate", "discriminator_beta_1", "flip",
+                "crop_padding"):
+        assert f"{key}:" in allowed, key
 
 
 def test_config_round_trip_keeps_the_discriminator_and_its_optimizer_settings():

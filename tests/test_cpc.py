@@ -70,8 +70,8 @@ def test_grid_inside_tf_data_matches_eager():
         ({"patch_stride": 0}, r"patch_stride 0 must both be >= 1"),
         ({"resize": 48, "patch_size": 56}, r"larger than the 48x48 image after resize"),
         ({"patch_size": 2, "patch_stride": 2}, r"cannot run on 2x2 patches"),
-        ({"features": "pooled"}, r"features 'pooled': use one of grid, full"),
-        ({"colour_drop": 1.5}, r"colour_drop 1.5: a probability"),
+        ({"features": "pooled"}, r"features: 'pooled' is not one of 'grid', 'full'"),
+        ({"colour_drop": 1.5}, r"colour_drop 1.5: must be <= 1 \(probability"),
         ({"group_size": -1}, r"group_size -1: must be >= 0"),
         ({"context_kernel": 0}, r"context_kernel 0: must be >= 1"),
         ({"grid": 7}, "unknown method.options key"),
@@ -80,6 +80,16 @@ def test_grid_inside_tf_data_matches_eager():
 def test_bad_options_fail_clearly(options, fragment):
     with pytest.raises(ConfigError, match=fragment):
         build_method("cpc", options, _layer_norm_encoder())
+
+
+def test_unknown_option_fails_listing_every_allowed_key():
+    with pytest.raises(ConfigError, match="unknown method.options key.*grid") as error:
+        build_method("cpc", {"grid": 7}, _layer_norm_encoder())
+    allowed = str(error.value).split("allowed:", 1)[1]
+    for key in ("resize", "patch_size", "patch_stride", "steps", "group_size", "context_width", "context_blocks",
+                "context_kernel", "encoder_norm", "features", "flip", "crop_padding", "patch_flip", "colour_drop",
+                "patch_jitter"):
+        assert f"{key}:" in allowed, key
 
 
 # --- per-patch augmentations ------------------------------------------------------------------------

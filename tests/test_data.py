@@ -12,7 +12,7 @@ from PIL import Image
 from sslzoo.config import DataConfig
 from sslzoo.data import DataError, load_splits, make_pipeline
 from sslzoo.data.decode import decode_files, decode_image
-from sslzoo.data.sources import stratified_split
+from sslzoo.data.splits import stratified_split
 
 CIFAR_TRAIN = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10" / "train"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -118,15 +118,31 @@ eval: {linear_epochs: 1, knn_k: 5, random_init: false}
 """
 
 
-def test_two_workers_on_localhost_train_identical_weights(tmp_path):
-    """Two train.py processes under MultiWorkerMirroredStrategy (TF_CONFIG, loopback addresses)."""
+def _streamed_folder(tmp_path) -> list[str]:
+    """A small unlabelled folder of generated images, streamed from its files (data.cache=none)."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(96):
+        pixels = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
+    return ["--set", "data.source=folder", f"data.path={folder}", "data.labels=none", "data.cache=none"]
+
+
+@pytest.mark.parametrize("data", ["synthetic", "streamed_folder"])
+def test_two_workers_on_localhost_train_identical_weights(tmp_path, data):
+    """Two train.py processes under MultiWorkerMirroredStrategy (TF_CONFIG, loopback addresses): on
+    in-memory data, and on a folder streamed from its files (input sharded by data across the workers)."""
     config = tmp_path / "simclr_multi_worker.yaml"
     config.write_text(MULTI_WORKER_CONFIG)
+    overrides = _streamed_folder(tmp_path) if data == "streamed_folder" else []
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        command = [sys.executable, "train.py", "--config", str(config), "--quiet",
+        command = [sys.executable, "train.py", "--config", str(config), "--quiet", *overrides,
                    "--output", str(tmp_path / f"worker{index}")]
         log = open(tmp_path / f"worker{index}.log", "w")
         processes.append((subprocess.Popen(

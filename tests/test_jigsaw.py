@@ -158,7 +158,7 @@ def test_inverse_permutation_restores_the_image_inside_tf_data():
         ({"tile_size": 8, "channel_jitter": 3}, r"exceeds the 10x10 cell.*tile_size <= 7"),
         ({"grid_size": 33}, r"grid_size 33 is larger than the 32x32 image.*grid_size <= 32"),
         ({"resize": 64, "grid_size": 96}, r"larger than the 64x64 image after resize"),
-        ({"num_permutations": 1}, r"num_permutations 1: need an integer in \[2, 362880\]"),
+        ({"num_permutations": 1}, r"num_permutations 1: must be >= 2"),
         ({"tile_size": 2, "tile_resize": 0}, r"cannot run on 2x2 tiles"),
         ({"grayscale_probability": 1.5}, r"grayscale_probability"),
         ({"tiles": 9}, "unknown method.options key"),
@@ -170,14 +170,24 @@ def test_bad_options_fail_clearly(options, fragment):
         build_method("jigsaw", options, encoder)
 
 
+def test_unknown_option_fails_listing_the_allowed_keys():
+    encoder = build_encoder("convnet_small", 32, width=0.25)
+    with pytest.raises(ConfigError, match=r"unknown method.options key\(s\) tiles; allowed: ") as error:
+        build_method("jigsaw", {"tiles": 9}, encoder)
+    for key in ("num_permutations", "permutation_seed", "grid_size", "tile_size", "tile_resize", "head_depth"):
+        assert key in str(error.value)
+
+
 def test_config_carries_the_permutation_set():
     encoder = build_encoder("convnet_small", 32, width=0.25)
     method = build_method("jigsaw", {"num_permutations": 12, "permutation_seed": 5, "head_width": 8}, encoder)
+    assert method.permutations == max_hamming_permutations(12, seed=5).tolist()
     config = method.get_config()
-    assert config["permutations"] == max_hamming_permutations(12, seed=5).tolist()
+    # The set is a deterministic function of (num_permutations, permutation_seed), both in the config.
+    assert config["options"]["num_permutations"] == 12 and config["options"]["permutation_seed"] == 5
     rebuilt = type(method).from_config(config)
-    assert rebuilt.permutations == config["permutations"]
-    assert json.loads(json.dumps(config["permutations"])) == config["permutations"]
+    assert rebuilt.permutations == method.permutations
+    assert json.loads(json.dumps(config["options"])) == config["options"]
 
 
 def test_jigsaw_passes_the_method_contract(tmp_path):

@@ -228,11 +228,23 @@ def test_bad_options_fail_at_build_time(options, fragment):
         build_method("moco", options, encoder)
 
 
+def test_unknown_option_fails_listing_the_allowed_keys():
+    encoder = build_encoder("convnet_small", 32, width=0.25)
+    with pytest.raises(ConfigError, match="unknown method.options key") as error:
+        build_method("moco", {"queue": 10}, encoder)
+    for key in ("queue_size", "momentum", "temperature", "shuffle_bn_groups", "crop_scale", "blur_probability"):
+        assert key in str(error.value)
+
+
 def test_version_defaults_follow_the_papers():
     v1, v2 = tiny_moco(version=1), tiny_moco(version=2)
-    assert (v1.temperature, v2.temperature) == (0.07, 0.2)
-    assert (v1.blur_probability, v2.blur_probability) == (0.0, 0.5)
-    assert (v1.color_probability, v2.color_probability) == (1.0, 0.8)
+    assert (v1.options.temperature, v2.options.temperature) == (0.07, 0.2)
+    assert (v1.options.blur_probability, v2.options.blur_probability) == (0.0, 0.5)
+    assert (v1.options.color_probability, v2.options.color_probability) == (1.0, 0.8)
+    assert (v1.name, v2.name) == ("moco_v1", "moco_v2")
+    # The resolved values are what the method records, so a rebuilt method runs with the same ones.
+    assert v1.get_config()["options"]["temperature"] == 0.07
+    assert type(v1).from_config(v1.get_config()).options == v1.options
     dense = lambda model: [l for l in model.layers if isinstance(l, keras.layers.Dense)]
     assert len(dense(v1.projector)) == 1 and len(dense(v2.projector)) == 2  # v1 fc, v2 MLP
     assert v2.projector.output_shape[-1] == v1.projector.output_shape[-1] == 128

@@ -9,7 +9,7 @@ import tensorflow as tf
 import keras
 from sslzoo.config import OptimizerConfig
 from sslzoo.optimizers import LARS, CoupledAdam, CoupledSGD, build_optimizer
-from sslzoo.training.schedules import WarmupCosine
+from sslzoo.optimizers.schedules import WarmupCosine
 
 
 def lars_reference(w, gradients, lr, momentum, weight_decay, eta, nesterov, decay, adapt):

@@ -186,14 +186,22 @@ def test_pixelation_hits_about_a_third_and_keeps_constant_patches():
         ({"patch_size": 8, "gap": 2, "jitter": 2}, r"gap 2 < 2 \* jitter 2"),
         ({**SMALL, "resize_to": -1}, "resize_to -1"),
         ({**SMALL, "colour_drop": True}, "unknown method.options key"),
-        ({**SMALL, "pixelation": 1}, "expected bool"),
-        ({**SMALL, "pairs": "some"}, "use 'all' or 'one'"),
+        ({**SMALL, "pixelation": 1}, "expected true/false"),
+        ({**SMALL, "pairs": "some"}, "pairs: 'some' is not one of 'all', 'one'"),
     ],
 )
 def test_bad_options_fail_clearly(options, fragment):
     encoder = build_encoder("convnet_small", 32, width=0.25)
     with pytest.raises(ConfigError, match=fragment):
         build_method("relpatch", options, encoder)
+
+
+def test_unknown_option_fails_listing_the_allowed_keys():
+    encoder = build_encoder("convnet_small", 32, width=0.25)
+    with pytest.raises(ConfigError, match=r"unknown method.options key\(s\) colour_drop; allowed: ") as error:
+        build_method("relpatch", {**SMALL, "colour_drop": True}, encoder)
+    for key in ("patch_size", "gap", "jitter", "resize_to", "color_drop", "pairs", "head_width"):
+        assert key in str(error.value)
 
 
 def test_relpatch_passes_the_method_contract(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sslzoo import report
+from sslzoo.evaluation import report
 from sslzoo.data import DataSplits, ImageSet
 from sslzoo.pictures import save_image_grid
 
@@ -153,7 +153,7 @@ def test_plot_curves_handles_a_one_epoch_history(tmp_path):
 
 def test_cli_on_a_folder_without_metrics_fails_clearly(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "sslzoo.report", str(tmp_path)], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "sslzoo.evaluation.report", str(tmp_path)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "no metrics.json" in result.stderr and str(tmp_path) in result.stderr
@@ -161,7 +161,7 @@ def test_cli_on_a_folder_without_metrics_fails_clearly(tmp_path):
 
 
 def test_rebuild_from_a_finished_run_folder(tmp_path):
-    """What `python -m sslzoo.report RUN_DIR` does: config.yaml + encoder.keras + the run's data."""
+    """What `python -m sslzoo.evaluation.report RUN_DIR` does: config.yaml + encoder.keras + the run's data."""
     from sslzoo import config as config_lib
 
     run = tmp_path / "run"

@@ -42,9 +42,9 @@ def test_batch_holds_every_image_in_every_rotation():
     [
         ({"rotations": [0, 0]}, "distinct quarter turns"),
         ({"rotations": [0, 5]}, "multiples of 90"),
-        ({"head": "transformer"}, "use linear, mlp, conv or nin"),
+        ({"head": "transformer"}, "'linear', 'mlp', 'conv', 'nin'"),
         ({"heads": "conv"}, "unknown method.options key"),
-        ({"flip": "yes"}, "expected bool"),
+        ({"flip": "yes"}, "expected true/false"),
     ],
 )
 def test_bad_options_fail_clearly(options, fragment):

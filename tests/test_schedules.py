@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import keras
 from sslzoo.config import OptimizerConfig
-from sslzoo.training.schedules import LinearWarmup, WarmupCosine, build_schedule, piecewise_by_epoch
+from sslzoo.optimizers.schedules import LinearWarmup, WarmupCosine, build_schedule, piecewise_by_epoch
 
 
 def lr_at(schedule, step):

@@ -199,6 +199,14 @@ def test_bad_options_fail_at_build_time(options, words):
         build_method("simclr", options, encoder)
 
 
+def test_unknown_option_fails_listing_the_allowed_keys():
+    encoder = build_encoder("convnet_small", 32, width=0.25)
+    with pytest.raises(ConfigError, match="unknown method.options key") as error:
+        build_method("simclr", {"queue": 5}, encoder)
+    for key in ("temperature", "projection_dim", "global_bn", "crop_scale", "color_strength", "flip"):
+        assert key in str(error.value)
+
+
 def test_simclr_beats_random_init_on_cifar(tmp_path):
     """SimCLR on the half-width small ConvNet, the zoo config on 8,000 CIFAR-10 images for 3 epochs.
 

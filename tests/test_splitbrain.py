@@ -99,6 +99,13 @@ def test_needs_make_encoder_and_valid_options():
             build_models(tiny_config("splitbrain", options), num_classes=0)
 
 
+def test_unknown_option_key_fails_listing_the_allowed_keys():
+    with pytest.raises(ConfigError, match="unknown method.options key") as error:
+        build_method("splitbrain", {"ab_weight": 1.0}, build_encoder("convnet_small", 32, width=0.25))
+    for key in ("sub_width", "l_bins", "ab_loss_weight", "l_loss_weight", "prediction_stride"):
+        assert key in str(error.value)
+
+
 def test_pictures_are_written_as_png(tmp_path):
     method, splits = _method()
     names = method.save_pictures(first_batch(method, splits, batch_size=6), tmp_path)

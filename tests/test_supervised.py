@@ -19,6 +19,14 @@ def test_without_classes_it_names_the_fix():
         build_method("supervised", {}, build_encoder("convnet_small", 32, width=0.25), num_classes=0)
 
 
+def test_unknown_option_fails_listing_the_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown method.options key\(s\) smoothing; allowed: ") as error:
+        build_method("supervised", {"smoothing": 0.1}, build_encoder("convnet_small", 32, width=0.25),
+                     num_classes=10)
+    for key in ("crop_padding", "flip", "label_smoothing"):
+        assert key in str(error.value)
+
+
 def test_loss_is_the_cross_entropy_of_its_logits():
     """Closed form: an all-zero classifier gives uniform logits, so the loss is log(C) exactly."""
     keras.utils.set_random_seed(0)

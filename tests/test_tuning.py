@@ -15,7 +15,7 @@ from sslzoo import tuning
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError
 from sslzoo.data import load_splits
-from sslzoo.data.sources import split_indices
+from sslzoo.data.splits import split_indices
 from sslzoo.training import trainer
 from tests.harness import tiny_config
 

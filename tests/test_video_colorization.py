@@ -112,6 +112,13 @@ def test_bad_options_fail_at_build_time():
             build_method("video_colorization", options, encoder)
 
 
+def test_unknown_option_key_fails_listing_the_allowed_keys():
+    with pytest.raises(ConfigError, match="unknown method.options key") as error:
+        build_method("video_colorization", {"colours": 3}, build_encoder("convnet_small", 32, width=0.25))
+    for key in ("num_colors", "num_references", "similarity", "propagation_temperature", "kmeans_pixels"):
+        assert key in str(error.value)
+
+
 def test_contract(tmp_path):
     # The harness trains on single images: augment turns them into pseudo-clips (moving crop windows).
     check_method_contract("video_colorization", {"similarity": "cosine", "temperature": 0.1}, tmp_path)

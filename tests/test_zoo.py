@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import sslzoo
-from sslzoo import zoo
+from sslzoo.zoo import loader as zoo
 from sslzoo.export import export_encoder, sha256_file
 from sslzoo.zoo import ArtifactIntegrityError, ModelNotFoundError, UnsafeModelError
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 import sslzoo
-from sslzoo import zoo, zoo_remote
+from sslzoo.zoo import loader as zoo
+from sslzoo.zoo import remote as zoo_remote
 from sslzoo.export import export_encoder, sha256_file
 from sslzoo.zoo import ArtifactIntegrityError, ModelNotFoundError
-from sslzoo.zoo_remote import DownloadError, IndexUnreachableError, ModelIndexError
+from sslzoo.zoo.remote import DownloadError, IndexUnreachableError, ModelIndexError
 
 SIZE = 16
 NAME = "remote_model"

@@ -12,12 +12,15 @@ ICML 2020, Appendix A and the official `data_util.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import tensorflow as tf
 
 from sslzoo.augment.ops import split_seed
+from sslzoo.config import option
+from sslzoo.errors import ConfigError
 
 # Tries per image to find a crop of the drawn area and aspect ratio that fits (torchvision/Inception
 # use 10/100); all tries are drawn at once, the first fitting one wins, else the whole image.
@@ -163,6 +166,35 @@ def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.T
     folded = tf.nn.depthwise_conv2d(folded, horizontal, [1, 1, 1, 1], "VALID")
     blurred = tf.reshape(folded, [height, width, batch, channels])
     return tf.transpose(blurred, [2, 0, 1, 3])
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewOptions:
+    """The view-augmentation options SimCLR and MoCo share (defaults: SimCLR's CIFAR recipe, paper B.9).
+
+    A method's options dataclass inherits these fields (config keys stay flat: `method.options.crop_scale`)
+    and may redeclare one to change its default; `as_kwargs()` is what `simclr_view` / `two_views` take.
+    """
+
+    crop_scale: tuple[float, float] = option(
+        (0.08, 1.0), "[low, high] range of the crop's area fraction (paper: 0.08-1)", gt=0.0, le=1.0)
+    color_strength: float = option(0.5, "s of the colour jitter (paper: 1.0 ImageNet, 0.5 CIFAR)", ge=0.0)
+    color_probability: float = option(0.8, "chance that an image is colour-jittered (paper: 0.8)", ge=0.0, le=1.0)
+    grayscale_probability: float = option(0.2, "chance that an image is turned to gray (paper: 0.2)", ge=0.0, le=1.0)
+    # 0.5 for images of 96 px and more (ImageNet); off on CIFAR (B.9).
+    blur_probability: float = option(
+        0.0, "chance of a Gaussian blur, kernel 10% of the side, sigma ~ U(0.1, 2.0)", ge=0.0, le=1.0)
+    flip: bool = option(True, "horizontal flips with p = 0.5")
+
+    def __post_init__(self):
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ConfigError(f"crop_scale {list(self.crop_scale)}: need [low, high] with 0 < low <= high <= 1 "
+                              "(SimCLR: [0.08, 1.0], MoCo: [0.2, 1.0])")
+
+    def as_kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments of `simclr_view` / `two_views`."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(ViewOptions)}
 
 
 def simclr_view(

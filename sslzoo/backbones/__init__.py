@@ -9,6 +9,7 @@ pool named "features". Spatial features share the encoder's weights:
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Optional, Tuple
 
 import keras
@@ -18,13 +19,16 @@ import numpy as np
 from sslzoo.backbones import convnet, nin, resnet  # noqa: F401
 from sslzoo.backbones.common import BN_MOMENTUM, CIFAR_MEAN, CIFAR_STD, FEATURE_MAP, FEATURES
 from sslzoo.backbones.nin import nin_blocks
+from sslzoo.config import ConfigError, coerce, type_name
 from sslzoo.registry import ENCODERS
 
 __all__ = [
     "build_encoder",
     "encoder_options",
+    "validate_encoder_options",
     "at_input_size",
     "input_normalization",
+    "IDENTITY_NORMALIZATION",
     "feature_map_model",
     "nin_blocks",
     "BN_MOMENTUM",
@@ -36,9 +40,25 @@ __all__ = [
 
 
 def encoder_options(name: str) -> dict:
-    """The options an encoder accepts besides `image_size`, with their defaults."""
+    """The options an encoder accepts besides `image_size`, with their defaults: the builder's signature
+    is the one declaration of an encoder's options (types from its annotations)."""
     parameters = inspect.signature(ENCODERS.get(name)).parameters
     return {key: p.default for key, p in parameters.items() if key != "image_size"}
+
+
+def validate_encoder_options(name: str, options: dict) -> dict:
+    """`encoder.options` checked by the config's type machinery against the builder's annotated signature;
+    unknown keys or mistyped values raise `ConfigError` naming the key, before any work."""
+    builder = ENCODERS.get(name)
+    allowed = encoder_options(name)
+    hints = typing.get_type_hints(builder)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        described = ", ".join(f"{key}: {type_name(hints.get(key, typing.Any))} = {default!r}"
+                              for key, default in allowed.items())
+        raise ConfigError(f"encoder.options {', '.join(unknown)} not accepted by '{name}'; allowed: {described}")
+    return {key: coerce(value, hints.get(key, typing.Any), f"encoder.options.{key}")
+            for key, value in options.items()}
 
 
 def build_encoder(name: str, image_size: int = 32, **options) -> keras.Model:
@@ -84,8 +104,12 @@ def at_input_size(encoder: keras.Model, size: int, name: str | None = None) -> k
     return keras.models.clone_model(encoder, input_tensors=patches, clone_function=lambda layer: layer)
 
 
-def input_normalization(encoder: keras.Model) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """(mean, std), float32 [3] each, of the encoder's input "normalization" layer; None without one.
+IDENTITY_NORMALIZATION = (np.zeros(3, np.float32), np.ones(3, np.float32))
+
+
+def input_normalization(encoder: keras.Model, default=None) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(mean, std), float32 [3] each, of the encoder's input "normalization" layer; `default` without one
+    (e.g. `IDENTITY_NORMALIZATION`, or None for a caller that must then ask the user for statistics).
 
     Methods that feed the encoder something other than RGB images (normalised patches, L, ab) pre-shift
     their input by these so that the encoder's first conv sees exactly the standardised values.
@@ -93,7 +117,7 @@ def input_normalization(encoder: keras.Model) -> Optional[Tuple[np.ndarray, np.n
     try:
         config = encoder.get_layer("normalization").get_config()
     except ValueError:
-        return None
+        return default
     mean = np.broadcast_to(np.asarray(config["mean"], np.float32).reshape(-1), (3,))
     std = np.sqrt(np.broadcast_to(np.asarray(config["variance"], np.float32).reshape(-1), (3,)))
     return mean.astype(np.float32), std.astype(np.float32)

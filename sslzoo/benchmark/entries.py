@@ -11,8 +11,9 @@ import yaml
 
 from sslzoo.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = ROOT / "zoo_configs"
+from sslzoo import settings
+
+CONFIG_DIR = settings.config_dir()
 CONFIG_PATTERN = re.compile(r"^[a-z0-9_]+?(_v\d+)?_convnet_small_cifar10$")
 SUPERVISED = "supervised"
 IMAGE_SOURCES = ("folder", "tfds", "synthetic")

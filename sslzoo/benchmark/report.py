@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 from sslzoo.benchmark.entries import Entry, encoder_label
 from sslzoo.benchmark.state import BenchmarkState
-from sslzoo.training.checkpoints import atomic_write, atomic_write_text
+from sslzoo.files import atomic_write, atomic_write_text
 
 COLUMNS = ("name", "method", "kind", "knn_top1", "linear_top1", "finetune10_top1", "train_images_per_s",
            "wall_clock_s", "peak_mem_mb", "status")

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from sslzoo.benchmark.entries import ROOT, Entry
+from sslzoo import settings
+from sslzoo.benchmark.entries import Entry
 from sslzoo.benchmark.state import DONE, FAILED, RUNNING, BenchmarkState
 
 POLL_SECONDS = 2.0
@@ -20,7 +21,7 @@ EVALUATING = "evaluating (kNN, linear, fine-tune)"
 
 
 def train_command(entry: Entry, overrides: Sequence[str], run_dir: Path) -> List[str]:
-    return [sys.executable, str(ROOT / "train.py"), "--config", str(entry.config), "--set", *overrides,
+    return [*settings.train_command(), "--config", str(entry.config), "--set", *overrides,
             "--output", str(run_dir), "--quiet"]
 
 
@@ -96,7 +97,7 @@ def run_entry(entry: Entry, overrides: Sequence[str], run_dir: Path, state: Benc
         log.write(f"\n=== benchmark attempt {attempts} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         log.flush()
         process = subprocess.Popen(train_command(entry, overrides, run_dir), stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                                   cwd=settings.child_cwd(), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         status, rusage = _watch(process, run_dir, epochs, started_wall, start, earlier, state, entry, progress)
     elapsed = earlier + time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)

@@ -10,17 +10,14 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-from sslzoo.training.checkpoints import atomic_write_text
+from sslzoo.files import atomic_write_text
+from sslzoo.errors import SettingsMismatchError  # noqa: F401  (raised here)
 
 STATE_NAME = "benchmark.json"
 DONE, FAILED, RUNNING = "done", "failed", "running"
 # Settings that define the comparison; the command line and the chosen methods may change between reruns.
 COMPARED = ("data", "max_examples", "epochs", "steps_per_epoch", "finetune_epochs", "finetune_label_fraction",
             "overrides")
-
-
-class SettingsMismatchError(ValueError):
-    """The output folder holds a benchmark run with other data or budget."""
 
 
 class BenchmarkState:

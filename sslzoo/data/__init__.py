@@ -6,6 +6,9 @@
 """
 
 from sslzoo.data.pipeline import make_pipeline
-from sslzoo.data.sources import DataError, DatasetNotPreparedError, DataSplits, ImageSet, load_splits
+from sslzoo.data.stream import make_file_pipeline, split_pipeline
+from sslzoo.data.sources import load_splits
+from sslzoo.data.splits import DataSplits, ImageSet
+from sslzoo.errors import DataError, DatasetNotPreparedError
 
-__all__ = ["load_splits", "make_pipeline", "DataSplits", "ImageSet", "DataError", "DatasetNotPreparedError"]
+__all__ = ["load_splits", "make_pipeline", "make_file_pipeline", "split_pipeline", "DataSplits", "ImageSet", "DataError", "DatasetNotPreparedError"]

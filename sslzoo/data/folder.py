@@ -1,73 +1,32 @@
-"""The `folder` source: root/<class>/<image files>, decoded in parallel, bad files skipped and counted."""
+"""The `folder` and `list` sources: your images, labelled by subfolder or not, bad files skipped and counted."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
-from sslzoo.data.decode import decode_files
-from sslzoo.data.sources import DataError, DataSplits, ImageSet, check_split_sizes, make_stats, split_indices
+from sslzoo.data.headers import BadImageError, check_pixels, image_header
+from sslzoo.data.listing import IMAGE_EXTENSIONS, list_images, read_list_file  # noqa: F401 (re-exported)
+from sslzoo.data.splits import DataSplits, ImageSet, check_split_sizes, make_stats, split_indices
+from sslzoo.data.stream import scan_files
+from sslzoo.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-# Listing is by extension (so stray notes or metadata files are not "bad images"); decoding is by content,
-# so a PNG named .jpg still loads.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp")
-
-_LAYOUT = "expected <root>/<class name>/<image files> (one subfolder per class, JPEG/PNG/BMP/GIF images)"
-
-
-def _visible_entries(directory: Path) -> List[os.DirEntry]:
-    with os.scandir(directory) as entries:
-        return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
-
-
 def list_image_folder(root: str | Path) -> Tuple[List[str], np.ndarray, List[str]]:
-    """Lists root/<class>/<image> in a fixed (sorted) order.
+    """Lists root/<class>/<image> in a fixed (sorted) order: `list_images(root, labels="subfolders")`.
 
     Returns:
         paths: N file paths, class by class, sorted by name within a class.
         labels: int32 [N], index of the class in `class_names`.
         class_names: sorted subfolder names.
     """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"image folder '{root}' does not exist; {_LAYOUT}")
-    if not root.is_dir():
-        raise DataError(f"'{root}' is not a folder; {_LAYOUT}")
-    entries = _visible_entries(root)
-    class_dirs = [e for e in entries if e.is_dir()]
-    if not class_dirs:
-        loose = sum(1 for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
-        found = f"it holds {loose} images directly but no class subfolders" if loose else "it is empty"
-        if entries and not loose:
-            found = f"it holds no class subfolders (only {len(entries)} other files)"
-        raise DataError(f"image folder '{root}': {found}; {_LAYOUT}")
-
-    paths: List[str] = []
-    labels: List[int] = []
-    empty: List[str] = []
-    for label, class_dir in enumerate(class_dirs):
-        files = [e.path for e in _visible_entries(Path(class_dir.path))
-                 if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
-        if not files:
-            empty.append(class_dir.name)
-        paths.extend(files)
-        labels.extend([label] * len(files))
-    if not paths:
-        raise DataError(f"image folder '{root}' has class subfolders ({', '.join(d.name for d in class_dirs[:5])}"
-                        f"{', ...' if len(class_dirs) > 5 else ''}) but no image files in them "
-                        f"(extensions {', '.join(IMAGE_EXTENSIONS)}); {_LAYOUT}")
-    if empty:
-        # A class without examples would have no place in a stratified split or a probe's evaluation.
-        raise DataError(f"image folder '{root}': class subfolder(s) {', '.join(empty[:10])} hold no image files; "
-                        f"add images or remove those folders; {_LAYOUT}")
-    return paths, np.asarray(labels, np.int32), [d.name for d in class_dirs]
+    listing = list_images(root, labels="subfolders")
+    return listing.paths, listing.labels, listing.class_names
 
 
 def check_bad_fraction(bad_paths: List[str], total: int, max_bad_fraction: float, root) -> None:
@@ -88,27 +47,74 @@ def check_bad_fraction(bad_paths: List[str], total: int, max_bad_fraction: float
 
 
 def load_folder(cfg) -> DataSplits:
-    """Lists cfg.path, splits the file list (so small runs decode only what they use), then decodes.
+    """The `folder` and `list` sources: list, split, check headers, decode once; stream or hold in memory.
+
+    The split comes first, so a run on a subset decodes only what it uses. Every used file's header is
+    checked before anything is decoded (zero-byte files, non-images and decompression bombs above
+    `data.max_pixels` are bad without costing memory), then every remaining file is decoded once: the
+    ones that fail are bad too. Bad files are skipped, named and counted, and the run stops when more
+    than `data.max_bad_fraction` are bad. The validation split is held in memory; the training split
+    too when `data.cache` says so (`auto`: while it fits in `data.memory_limit_mb`), else it is streamed
+    from its files every epoch (`sslzoo.data.stream`), with identical batches.
 
     Args:
-        cfg: DataConfig with source="folder".
+        cfg: DataConfig with source "folder" (`data.labels`: subfolders | none) or "list".
     """
-    paths, labels, class_names = list_image_folder(cfg.path)
+    if cfg.source == "list":
+        listing = read_list_file(cfg.path)
+    else:
+        listing = list_images(cfg.path, labels=getattr(cfg, "labels", "subfolders"))
+    paths, labels = listing.paths, np.asarray(listing.labels, np.int32)
     train_idx, val_idx = split_indices(labels, cfg)
     used = np.concatenate([train_idx, val_idx])
-    images, ok = decode_files([paths[i] for i in used], cfg.image_size)
-    bad_mask = np.ones(len(used), bool)
-    bad_mask[ok] = False
-    bad_paths = [paths[i] for i in used[bad_mask]]
-    check_bad_fraction(bad_paths, len(used), cfg.max_bad_fraction, cfg.path)
-
     is_train = np.arange(len(used)) < len(train_idx)
-    ok_train, ok_val = is_train[ok], ~is_train[ok]
-    ok_labels = labels[used[ok]]
-    check_split_sizes(int(ok_train.sum()), int(ok_val.sum()), cfg)
+
+    bad: Dict[int, str] = {}  # position in `used` -> reason
+    max_pixels = getattr(cfg, "max_pixels", 0)
+    for position, index in enumerate(used):
+        try:
+            check_pixels(paths[index], max_pixels) if max_pixels else image_header(paths[index])
+        except BadImageError as error:
+            bad[position] = error.reason
+    candidates = np.array([p for p in range(len(used)) if p not in bad], np.int64)
+    size = cfg.image_size
+    in_memory = _hold_in_memory(cfg, int(is_train[candidates].sum()))
+    ok, images = scan_files([paths[used[p]] for p in candidates], size,
+                            keep=lambda j: in_memory or not is_train[candidates[j]])
+    decoded = candidates[ok]
+    for position in sorted(set(candidates.tolist()) - set(decoded.tolist())):
+        bad[position] = "could not be decoded (truncated or corrupt image data)"
+    # Links that loop and files that could not be read are bad files too; hidden and non-image files
+    # are passed over and only counted.
+    unlisted_bad = listing.skipped.get("symlink_loop", []) + listing.skipped.get("unreadable", [])
+    bad_paths = [paths[used[p]] for p in sorted(bad)] + list(unlisted_bad)
+    check_bad_fraction(bad_paths, len(used) + len(unlisted_bad), cfg.max_bad_fraction, cfg.path)
+
+    train_ok, val_ok = decoded[is_train[decoded]], decoded[~is_train[decoded]]
+    check_split_sizes(len(train_ok), len(val_ok), cfg)
+    # `images` holds the kept pixels in `decoded` order: every decoded file's when in memory, else only
+    # the validation files'.
+    if in_memory:
+        train_images, val_images = images[is_train[decoded]], images[~is_train[decoded]]
+    else:
+        train_images, val_images = None, images
+    stats = make_stats(cfg.source, len(used) + len(unlisted_bad), bad_paths)
+    stats["bad_reasons"] = [f"{paths[used[p]]}: {bad[p]}" for p in sorted(bad)][:10] + \
+        [f"{path}: a symlink loop or an unreadable file" for path in unlisted_bad][:10]
+    stats["passed_over"] = {kind: count for kind, count in listing.skipped_counts().items()
+                            if kind not in ("symlink_loop", "unreadable")}
     return DataSplits(
-        train=ImageSet(images[ok_train], ok_labels[ok_train]),
-        val=ImageSet(images[ok_val], ok_labels[ok_val]),
-        class_names=class_names,
-        stats=make_stats("folder", len(used), bad_paths),
+        train=ImageSet(train_images, labels[used[train_ok]], [paths[used[p]] for p in train_ok], size),
+        val=ImageSet(val_images, labels[used[val_ok]], [paths[used[p]] for p in val_ok], size),
+        class_names=listing.class_names,
+        stats=stats,
     )
+
+
+def _hold_in_memory(cfg, train_images: int) -> bool:
+    """`data.cache`: memory | none as said; auto holds the decoded training split while it fits."""
+    cache = getattr(cfg, "cache", "memory")
+    if cache != "auto":
+        return cache == "memory"
+    needed = train_images * cfg.image_size * cfg.image_size * 3
+    return needed <= cfg.memory_limit_mb * 2 ** 20

@@ -71,19 +71,37 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, *, batch_size: int, sh
     def _epoch_batches(epoch):
         order = epoch_order(n, seed, epoch, shuffle)
         indices = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
-        return indices.take(taken).enumerate().map(lambda b, idx: (epoch, b, idx))
-
-    def _load(epoch, batch_index, indices):
-        batch_images = tf.cast(tf.gather(images_t, indices), tf.float32) * (1.0 / 255.0)
-        batch_labels = tf.gather(labels_t, indices)
-        if augment is None:
-            return {"images": batch_images, "labels": batch_labels}
-        return augment(batch_images, batch_labels, batch_seed(seed, epoch, batch_index, per_epoch))
+        return indices.take(taken).enumerate().map(
+            lambda b, idx: (epoch, b, (tf.gather(images_t, idx), tf.gather(labels_t, idx))))
 
     epochs = tf.data.Dataset.range(first_epoch, first_epoch + num_epochs)
-    dataset = epochs.flat_map(_epoch_batches)
-    dataset = dataset.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_epochs * taken))
+    return augment_batches(epochs.flat_map(_epoch_batches), seed=seed, per_epoch=per_epoch, augment=augment,
+                           cardinality=num_epochs * taken)
+
+
+def augment_batches(dataset: tf.data.Dataset, *, seed: int, per_epoch: int, augment: Optional[Augment],
+                    cardinality: int) -> tf.data.Dataset:
+    """The tail every input pipeline shares (in memory, streamed files, shards).
+
+    Args:
+        dataset: elements (epoch, batch index, (uint8 images [B, H, W, 3], int32 labels [B])).
+        seed, per_epoch: the run's seed and the full epoch's batch count (`batch_seed`'s arguments).
+        augment: the method's `augment`, or None.
+        cardinality: the number of batches, declared so Keras knows the epoch length.
+    Returns:
+        Batches scaled to [0, 1] and augmented with the (seed, epoch, batch) seed, in a deterministic
+        order, prefetched.
+    """
+
+    def _augment(epoch, batch_index, batch):
+        images, labels = batch
+        images = tf.cast(images, tf.float32) * (1.0 / 255.0)
+        if augment is None:
+            return {"images": images, "labels": labels}
+        return augment(images, labels, batch_seed(seed, epoch, batch_index, per_epoch))
+
+    dataset = dataset.map(_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
     options = tf.data.Options()
     options.deterministic = True
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

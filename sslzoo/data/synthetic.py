@@ -14,7 +14,7 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
-from sslzoo.data.sources import DataSplits, make_stats, split_arrays
+from sslzoo.data.splits import DataSplits, make_stats, split_arrays
 
 logger = logging.getLogger(__name__)
 

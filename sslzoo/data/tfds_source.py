@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import resize_uint8, to_rgb, to_uint8
-from sslzoo.data.sources import DataError, DatasetNotPreparedError, DataSplits, make_stats, split_arrays
+from sslzoo.data.splits import DataSplits, make_stats, split_arrays
+from sslzoo.errors import DataError, DatasetNotPreparedError
 
 logger = logging.getLogger(__name__)
 

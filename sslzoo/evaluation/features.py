@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 
-def extract_features(encoder: keras.Model, images_uint8: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def extract_features(encoder: keras.Model, images_uint8, batch_size: int = 512) -> np.ndarray:
     """Runs `encoder(images / 255, training=False)` over all images and returns the features.
 
     The uint8 -> float conversion happens per batch inside one traced function (a single trace: the batch
@@ -23,6 +23,10 @@ def extract_features(encoder: keras.Model, images_uint8: np.ndarray, batch_size:
     Returns:
         float32 [N, D]; [0, D] for no images.
     """
+    if hasattr(images_uint8, "batches"):  # an ImageSet
+        if images_uint8.streamed:
+            return _streamed_features(encoder, images_uint8, batch_size)
+        images_uint8 = images_uint8.images
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
         raise TypeError(f"extract_features: expected uint8 [N, H, W, C] images, got {images_uint8.dtype} "
@@ -31,13 +35,28 @@ def extract_features(encoder: keras.Model, images_uint8: np.ndarray, batch_size:
     if len(images_uint8) == 0:
         return np.zeros((0, feature_dim), np.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + images_uint8.shape[1:], tf.uint8)])
+    forward = _forward(encoder, images_uint8.shape[1:])
+    blocks = [forward(images_uint8[start : start + batch_size]).numpy()
+              for start in range(0, len(images_uint8), batch_size)]
+    return np.concatenate(blocks, axis=0).reshape(len(images_uint8), feature_dim)
+
+
+def _forward(encoder: keras.Model, image_shape):
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(image_shape), tf.uint8)])
     def forward(batch):
         # training=False: BN uses its moving statistics and dropout is off. The cast to float32 also undoes
         # a mixed-precision encoder's float16 output.
         features = encoder(tf.cast(batch, tf.float32) / 255.0, training=False)
         return tf.cast(features, tf.float32)
 
-    blocks = [forward(images_uint8[start : start + batch_size]).numpy()
-              for start in range(0, len(images_uint8), batch_size)]
-    return np.concatenate(blocks, axis=0).reshape(len(images_uint8), feature_dim)
+    return forward
+
+
+def _streamed_features(encoder: keras.Model, image_set, batch_size: int) -> np.ndarray:
+    feature_dim = encoder.output_shape[-1]
+    size = image_set.image_size
+    forward = _forward(encoder, (size, size, 3))
+    blocks = [forward(batch).numpy() for batch in image_set.batches(batch_size)]
+    if not blocks:
+        return np.zeros((0, feature_dim), np.float32)
+    return np.concatenate(blocks, axis=0).reshape(len(image_set), feature_dim)

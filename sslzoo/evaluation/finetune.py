@@ -9,7 +9,7 @@ import numpy as np
 
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
 from sslzoo.data import make_pipeline
-from sslzoo.data.sources import stratified_split
+from sslzoo.data.splits import stratified_split
 from sslzoo.evaluation.linear import top1_percent
 
 
@@ -64,10 +64,11 @@ def finetune(
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
 
     subset = labelled_subset(splits.train.labels, label_fraction, seed)
-    images, labels = splits.train.images[subset], splits.train.labels[subset]
+    images, labels = splits.train.take(subset), splits.train.labels[subset]
     batch = min(batch_size, len(subset))
     dataset = make_pipeline(images, labels, batch_size=batch, seed=seed, num_epochs=epochs, augment=_crop_flip)
     model.fit(dataset, epochs=epochs, steps_per_epoch=len(subset) // batch, verbose=0, shuffle=False)
 
-    val_features = tuned.predict(splits.val.images.astype(np.float32) / 255.0, batch_size=512, verbose=0)
+    val_features = tuned.predict(splits.val.take(np.arange(len(splits.val))).astype(np.float32) / 255.0,
+                                 batch_size=512, verbose=0)
     return top1_percent(head, val_features, splits.val.labels), tuned, head

@@ -8,7 +8,7 @@ The TensorFlow-heavy parts load lazily, so `sslzoo.zoo.list_models()` (cards and
 pay for importing TensorFlow.
 """
 
-from sslzoo.export.atomic import ExportExistsError, atomic_directory, sha256_file
+from sslzoo.files import ExportExistsError, atomic_directory, sha256_file
 from sslzoo.export.card import ArtifactIntegrityError, read_card, verify_files
 
 _LAZY = {

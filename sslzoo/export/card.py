@@ -12,17 +12,14 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Dict, Iterable, List, Mapping
 
-from sslzoo.export.atomic import sha256_file
+from sslzoo.files import sha256_file
+from sslzoo.errors import ArtifactIntegrityError  # noqa: F401  (raised here)
 
 CARD_NAME = "model_card.json"
 FORMAT_VERSION = 1
 # Keys the exporter writes; a caller's card may not set them (a silent override would hide a mistake).
 RESERVED_KEYS = ("input", "output", "signatures", "parity", "files", "format_version", "created_utc",
                  "sslzoo_version", "tflite", "onnx")
-
-
-class ArtifactIntegrityError(RuntimeError):
-    """A file of an export is missing, unexpected, or does not match the sha256 in its model card."""
 
 
 def check_card_input(card: Mapping) -> None:

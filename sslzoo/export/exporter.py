@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import keras
 import numpy as np
 
-from sslzoo.export.atomic import atomic_directory
+from sslzoo.files import atomic_directory
 from sslzoo.export.card import CARD_NAME, build_card, check_card_input, file_hashes, write_card
 from sslzoo.export.saved_model import (
     CLASS_IDS_NAME,
@@ -49,6 +49,7 @@ from sslzoo.export import serving_requests
 from sslzoo.export.tflite import convert_to_tflite, interpreter, signature_io, tflite_features
 from sslzoo.export.variants import check_variants, export_classifier, export_variants
 from sslzoo.layers.batch_norm import with_builtin_batch_norm
+from sslzoo.errors import ExportParityError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ KERAS_FILE = "encoder.keras"
 TFLITE_FILE = "encoder.tflite"
 LABELS_FILE = "labels.txt"
 HEAD_FILE = "head.keras"
-
-
-class ExportParityError(AssertionError):
-    """An exported format computes different features from the Keras encoder; nothing was written."""
 
 
 def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: int, card: Mapping,

@@ -17,6 +17,8 @@ from sslzoo.export import export_encoder
 log = logging.getLogger(__name__)
 
 HEADS = ("none", "linear", "finetune")
+# A streamed labelled split is checked on at most this many of its training images.
+EVAL_TRAIN_IMAGES = 10_000
 REPRESENTATIVE_IMAGES = 300  # int8 calibration: the issue asks for 200-500 training images
 
 
@@ -44,7 +46,9 @@ def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False,
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if head not in HEADS:
         raise ValueError(f"--head {head!r}: use one of {', '.join(HEADS)}")
-    files = ["config.yaml", "metrics.json", "encoder.keras", "linear_head.keras"]
+    files = ["config.yaml", "metrics.json", "encoder.keras"]
+    if head != "none" or (run_dir / "linear_head.keras").exists():
+        files.append("linear_head.keras")  # an unlabelled run has none: it exports its encoder alone
     if head == "finetune":
         files += ["finetune_encoder.keras", "finetune_head.keras"]
     missing = [name for name in files if not (run_dir / name).exists()]
@@ -59,17 +63,18 @@ def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False,
     metrics = json.loads((run_dir / "metrics.json").read_text())
     prefix = "finetune_" if head == "finetune" else ""
     encoder = keras.saving.load_model(run_dir / f"{prefix}encoder.keras", safe_mode=True)
-    classifier = keras.saving.load_model(
-        run_dir / ("finetune_head.keras" if head == "finetune" else "linear_head.keras"), safe_mode=True)
+    head_file = run_dir / ("finetune_head.keras" if head == "finetune" else "linear_head.keras")
+    classifier = keras.saving.load_model(head_file, safe_mode=True) if head_file.exists() else None
 
     samples = None
     if (run_dir / "parity_samples.npy").exists():
         samples = np.load(run_dir / "parity_samples.npy", allow_pickle=False).astype("float32") / 255.0
-    splits = _load_run_data(config, needed="int8" in tflite, wanted=evaluate)
+    data = _load_run_data(config, needed="int8" in tflite, wanted=evaluate)
     representative, eval_data = None, None
-    if splits is not None:
-        representative = _representative(splits.train.images, config["trainer"]["seed"])
-        eval_data = _eval_data(encoder, classifier, splits, config) if evaluate else None
+    if data is not None:
+        representative = _representative(data.splits.train, config["trainer"]["seed"])
+        if evaluate and classifier is not None and data.probe_splits is not None:
+            eval_data = _eval_data(encoder, classifier, data.probe_splits, config, run_dir)
 
     card = {
         "name": output_dir.name,
@@ -106,15 +111,19 @@ def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False,
 
 
 def _load_run_data(config: dict, needed: bool, wanted: bool):
-    """The run's train/val split (same config, same seed), or None when it is not needed."""
+    """The run's data as it trained on it (`TrainingData`: the training split for int8 calibration, the
+    labelled probe split for the accuracy check), or None when it is not needed."""
     if not (needed or wanted):
         return None
     from sslzoo import config as config_lib
-    from sslzoo.data import DataError, load_splits
+    from sslzoo.data import DataError
+    from sslzoo.data.kinds import ImageKind
 
-    data = config_lib.from_dict(config).data
+    run_config = config_lib.from_dict(config)
     try:
-        return load_splits(data)
+        if run_config.data.source not in ImageKind.sources:
+            raise DataError(f"data.source={run_config.data.source} holds no single images to calibrate or score on")
+        return ImageKind().load(run_config)
     except DataError as error:
         if needed:
             raise DataError(f"the int8 TFLite variant calibrates on the run's training images: {error}") from error
@@ -122,21 +131,31 @@ def _load_run_data(config: dict, needed: bool, wanted: bool):
         return None
 
 
-def _representative(train_images: np.ndarray, seed: int) -> np.ndarray:
-    count = min(REPRESENTATIVE_IMAGES, len(train_images))
-    chosen = np.sort(np.random.default_rng(seed).permutation(len(train_images))[:count])
-    return train_images[chosen]
+def _representative(train, seed: int) -> np.ndarray:
+    count = min(REPRESENTATIVE_IMAGES, len(train))
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
+    return train.take(chosen)
 
 
-def _eval_data(encoder, classifier, splits, config: dict):
-    """Validation-split figures of the Keras model, the reference every TFLite variant is held to."""
-    from sslzoo.evaluation import extract_features, knn_top1, top1_percent
+def _eval_data(encoder, classifier, splits, config: dict, run_dir: Path):
+    """Validation-split figures of the Keras model, the reference every TFLite variant is held to.
+
+    The features come from the run's own evaluation (features.npz) when they belong to this encoder;
+    otherwise (a fine-tuned encoder, an older run) they are extracted here."""
+    from sslzoo.evaluation import knn_top1, top1_percent
+    from sslzoo.data.splits import in_memory_subset
+    from sslzoo.evaluation.protocol import FEATURES_FILE, load_features, split_features
     from sslzoo.export.tflite_quality import EvalData
 
     evaluation = config["eval"]
     num_classes = len(splits.class_names)
-    train_features = extract_features(encoder, splits.train.images)
-    val_features = extract_features(encoder, splits.val.images)
+    if splits.train.streamed:
+        # The TFLite variants are scored on arrays: a streamed split is checked on a spread subset of it.
+        splits = in_memory_subset(splits, EVAL_TRAIN_IMAGES)
+        features = split_features(encoder, splits)
+    else:
+        features = load_features(run_dir / FEATURES_FILE, encoder, splits) or split_features(encoder, splits)
+    train_features, val_features = features.train, features.val
     return EvalData(
         train_images=splits.train.images, train_labels=splits.train.labels,
         val_images=splits.val.images, val_labels=splits.val.labels, num_classes=num_classes,

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import decode_image
+from sslzoo.errors import DisallowedOpsError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
 
@@ -275,10 +276,6 @@ DISALLOWED_PATTERNS: Mapping[str, re.Pattern] = {
     "checkpoint_io": re.compile(r"^(Save|Restore)"),
     "debug": re.compile(r"^Debug"),
 }
-
-
-class DisallowedOpsError(ValueError):
-    """An exported graph contains an op that reads or writes files, prints, or runs Python."""
 
 
 def _meta_graphs(saved_model_dir: str | Path):

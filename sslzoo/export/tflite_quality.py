@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from sslzoo.export.litert_model import TFLiteModel
+from sslzoo.errors import AccuracyDropError, TFLiteParityError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,6 @@ INT8_MAX_SIZE_RATIO = 0.3
 INT8_MAX_LATENCY_RATIO = 0.6
 TOP1_DROP_TARGET = 1.0  # points: above this, warn
 TOP1_DROP_LIMIT = 2.0  # points: above this, raise
-
-
-class AccuracyDropError(RuntimeError):
-    """A TFLite variant loses more top-1 than allowed against its Keras encoder."""
-
-
-class TFLiteParityError(RuntimeError):
-    """A float32 TFLite model's features differ from Keras' by more than the tolerance."""
 
 
 class TargetWarning(UserWarning):

@@ -73,7 +73,7 @@ def export_classifier(staging: Path, saved_model_dir: Path, reference_probabilit
     probabilities = runner(images=np.ascontiguousarray(images, np.float32))["probabilities"]
     diff = float(np.max(np.abs(probabilities - reference_probabilities)))
     if not diff <= tolerance:
-        from sslzoo.export.exporter import ExportParityError
+        from sslzoo.errors import ExportParityError
 
         raise ExportParityError(f"classifier TFLite differs from Keras: max abs diff {diff} > {tolerance}")
     return {"file": path.name, "signature": "classify", "max_abs_diff": diff}

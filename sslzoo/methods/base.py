@@ -1,50 +1,37 @@
-"""The contract every method shares: one loss computation behind `train_step` and `test_step`.
+"""The contract every method shares, and the plumbing so that a method file holds only its idea.
 
-A method subclass implements `compute_loss_and_logs(data, training) -> (loss, logs)` and `augment`;
-this base class owns the gradient step, loss scaling for mixed precision and `tf.distribute`, metric
-bookkeeping, and the optional online linear probe.
+A method is a subclass of `SSLMethod` that declares:
+- `Options`: a frozen dataclass of its hyperparameters (types, defaults, bounds, one-line docs; see
+  `sslzoo.config.option`). `method.options` in a config is parsed into it before any work starts.
+- `parts`: the names of the sub-models it trains beside the encoder (heads, decoders, projectors);
+  `build_parts(options, encoder, make_encoder)` makes them from the options.
+- `augment(images, labels, seed)`: the batched input transform run inside tf.data.
+- `compute_loss_and_logs(data, training) -> (loss, logs)`: the paper's objective on one batch.
+and, when it needs them, `setup()` (state such as queues, built from the options and parts), `prepare`
+(statistics fitted on the training data), `save_pictures` and its own `train_step`.
+
+The base class owns the rest: parsing options, the constructor, `get_config`/`from_config` (options plus
+the serialized encoder and parts), the online linear probe, the gradient step with loss scaling for mixed
+precision and `tf.distribute`, and metric bookkeeping.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from sslzoo.config import ConfigError
+from sslzoo.config import ConfigError, options_to_dict, parse_options
 
 
-def check_options(method: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> Dict[str, Any]:
-    """Merges `method.options` from a config over a method's defaults; unknown keys fail by name."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"unknown method.options key(s) {', '.join(unknown)} for method '{method}'; "
-            f"allowed: {', '.join(sorted(defaults))}"
-        )
-    merged = dict(defaults)
-    for key, value in options.items():
-        default = defaults[key]
-        if default is not None and not _same_kind(value, default):
-            raise ConfigError(
-                f"method.options.{key} for '{method}': expected {type(default).__name__}, got {value!r}"
-            )
-        merged[key] = value
-    return merged
-
-
-def _same_kind(value: Any, default: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A method without hyperparameters of its own."""
 
 
 def _in_multi_worker() -> bool:
@@ -56,29 +43,61 @@ class SSLMethod(keras.Model):
     """Base class of every self-supervised method.
 
     Args:
-        encoder: functional Keras model, images float32 [N, S, S, 3] in [0, 1] -> features [N, D].
+        encoder: functional Keras model, images float32 [N, S, S, 3] in [0, 1] -> features [N, D]; what is
+            evaluated and exported.
+        options: the method's `Options` instance, or a mapping parsed into it.
         num_classes: > 0 attaches an online linear probe on detached features (needs `labels` in the
             data); 0 disables it.
-    Subclasses set `log_names` (the per-batch values `compute_loss_and_logs` reports besides "loss").
+        **parts: one built Keras model per name in `parts` (from `build_parts`, or deserialized).
     """
 
+    Options: ClassVar[type] = NoOptions
+    parts: ClassVar[Tuple[str, ...]] = ()
     log_names: Sequence[str] = ()
 
-    def __init__(self, encoder: keras.Model, num_classes: int = 0, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, encoder: keras.Model, options: Any = None, num_classes: int = 0,
+                 name: Optional[str] = None, **parts):
+        options = parse_options(self.Options, options or {}, "method.options")
+        super().__init__(name=name or self.default_name(options))
+        self.options = options
         self.encoder = encoder
-        self.num_classes = num_classes
+        unknown = sorted(set(parts) - set(self.parts))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown part(s) {unknown}; its parts: {list(self.parts)}")
+        self.num_classes = int(num_classes)
         self.feature_dim = int(encoder.output_shape[-1])
         self.probe = None
-        if num_classes:
-            self.probe = layers.Dense(num_classes, name="online_probe")
+        if self.num_classes:
+            self.probe = layers.Dense(self.num_classes, name="online_probe")
             # Built here, not on the first step: under a strategy, lazily created variables make the
             # optimizer fail ("Unknown variable ... can only be called for the variables it was built with").
             self.probe.build((None, self.feature_dim))
-        names = ["loss", *self.log_names] + (["probe_loss", "probe_top1"] if num_classes else [])
+        # After the probe: the order of trainable_variables indexes the optimizer's slots in checkpoints,
+        # so runs saved before this base class existed (encoder, probe, then parts) still resume.
+        for key in self.parts:
+            setattr(self, key, parts.get(key))
+        self.setup()
+        names = ["loss", *self.log_names] + (["probe_loss", "probe_top1"] if self.num_classes else [])
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.built = True  # the encoder and every part are built functional models
 
-    # --- what a subclass provides ---------------------------------------------------------------
+    # --- what a method provides ---------------------------------------------------------------------
+    @classmethod
+    def resolve_options(cls, options, encoder: keras.Model):
+        """Fills option values that depend on the encoder (e.g. a fill colour from its input mean) and
+        checks options against it; returns the options the method runs with. Default: as given."""
+        return options
+
+    @classmethod
+    def build_parts(cls, options, encoder: keras.Model, make_encoder=None) -> Dict[str, keras.Model]:
+        """The sub-models named in `parts`, built from the options. May also return "encoder" to replace
+        the evaluated encoder (e.g. one that converts RGB to Lab inside the model). Default: none."""
+        return {}
+
+    def setup(self) -> None:
+        """Creates state beyond the parts (queues, momentum copies, views of the encoder) from
+        `self.options` and the parts; may set `self.log_names`. Default: nothing."""
+
     def compute_loss_and_logs(self, data: Mapping[str, tf.Tensor], training: bool) -> Tuple[tf.Tensor, dict]:
         """Returns (loss to minimise, {name: batch value}) for one batch from `augment`."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss_and_logs")
@@ -98,7 +117,23 @@ class SSLMethod(keras.Model):
         predicted answers) into PNGs in `run_dir`; returns their file names. Default: none."""
         return []
 
-    # --- shared machinery -----------------------------------------------------------------------
+    @classmethod
+    def default_name(cls, options) -> str:
+        """The Keras model name (a registered method uses its registry name)."""
+        return getattr(cls, "registered_name", cls.__name__.lower())
+
+    # --- construction from a config ---------------------------------------------------------------
+    @classmethod
+    def create(cls, options: Mapping[str, Any], encoder: keras.Model, num_classes: int = 0,
+               make_encoder=None) -> "SSLMethod":
+        """Parses `method.options`, resolves them against the encoder, builds the parts, constructs."""
+        options = parse_options(cls.Options, options, "method.options")
+        options = cls.resolve_options(options, encoder)
+        parts = dict(cls.build_parts(options, encoder, make_encoder))
+        encoder = parts.pop("encoder", encoder)
+        return cls(encoder, options, num_classes=num_classes, **parts)
+
+    # --- shared machinery -----------------------------------------------------------------------------
     def call(self, images, training=False):
         return self.encoder(images, training=training)
 
@@ -114,15 +149,39 @@ class SSLMethod(keras.Model):
         logs["probe_top1"] = top1(logits, labels)
         return loss
 
+    def add_probe_loss(self, loss: tf.Tensor, features: tf.Tensor, data: Mapping[str, tf.Tensor],
+                       logs: dict) -> tf.Tensor:
+        """`loss` plus the online probe's loss on `features` when the probe is on and labels came."""
+        if self.probe is None or "labels" not in data:
+            return loss
+        return loss + self.online_probe(features, data["labels"], logs)
+
+    def probe_images(self, images: tf.Tensor, data: Mapping[str, tf.Tensor], loss: tf.Tensor,
+                     logs: dict, training: bool = False) -> tf.Tensor:
+        """Like `add_probe_loss`, on the encoder's features of whole `images`, for methods whose pretext
+        branch feeds the encoder something else (tiles, patches)."""
+        if self.probe is None or "labels" not in data:
+            return loss
+        return self.add_probe_loss(loss, self.encoder(images, training=training), data, logs)
+
+    def apply_gradients(self, tape: tf.GradientTape, loss: tf.Tensor, variables: Sequence,
+                        optimizer=None) -> None:
+        """Ends `tape` and applies the gradient of `loss` (the replica-local mean, recorded on `tape`).
+
+        Each replica's loss is its local mean and gradients are summed across replicas, so the loss is
+        scaled by 1/replicas; `scale_loss` is the mixed_float16 loss scale (identity otherwise).
+        """
+        optimizer = optimizer or self.optimizer
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tape:
+            scaled = optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled, variables)
+        optimizer.apply(grads, variables)
+
     def train_step(self, data):
         with tf.GradientTape() as tape:
             loss, logs = self.compute_loss_and_logs(data, training=True)
-            # Each replica's loss is its local mean; gradients are summed across replicas, so scale by
-            # 1/replicas. scale_loss is the mixed_float16 loss scale (identity otherwise).
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+        self.apply_gradients(tape, loss, self.trainable_variables)
         return self.update_metrics(logs)
 
     def test_step(self, data):
@@ -151,27 +210,36 @@ class SSLMethod(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    # --- serialization: the options plus the sub-models by name ------------------------------------
     def get_config(self):
-        return {
+        config = {
             "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "options": options_to_dict(self.options),
             "num_classes": self.num_classes,
             "name": self.name,
         }
+        for key in self.parts:
+            part = getattr(self, key)
+            config[key] = None if part is None else keras.saving.serialize_keras_object(part)
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in cls.nested_models():
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key in ("encoder", *cls.parts):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-    @classmethod
-    def nested_models(cls) -> Sequence[str]:
-        """Config keys that hold serialized Keras models."""
-        return ("encoder",)
 
 
 def top1(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Fraction of rows whose arg-max equals the label."""
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.reduce_mean(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32))
+
+
+def require(ok: bool, message: str) -> None:
+    """Raises `ConfigError(message)` unless `ok`: for the checks an options dataclass makes across fields
+    in its `__post_init__` (single-field types and bounds come from `option()`)."""
+    if not ok:
+        raise ConfigError(message)

@@ -10,6 +10,7 @@ The evaluated and exported encoder takes RGB like every other encoder and comput
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -18,28 +19,40 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
-from sslzoo.backbones import FEATURE_MAP, FEATURES, input_normalization
+from sslzoo.backbones import FEATURE_MAP, FEATURES, IDENTITY_NORMALIZATION, input_normalization
 from sslzoo.color import lab_to_rgb, lightness, rgb_to_lab
 from sslzoo.color import quantize
-from sslzoo.config import ConfigError
-from sslzoo.methods.base import SSLMethod, check_options
+from sslzoo.config import ConfigError, option
+from sslzoo.files import atomic_write
+from sslzoo.methods.base import SSLMethod, require
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
-from sslzoo.training.checkpoints import atomic_write
 
-DEFAULTS = {
-    "grid_size": 10,  # ab cell size (paper: 10; 261 in-gamut sRGB bins, see sslzoo.color.quantize)
-    "neighbors": 5,  # soft-encoding over the k nearest bins (paper: 5; the released code: 10)
-    "sigma": 5.0,  # soft-encoding Gaussian (paper: 5)
-    "rebalance": True,  # class rebalancing by the smoothed colour prior (paper: on)
-    "rebalance_lambda": 0.5,  # mix with uniform (paper: 1/2)
-    "prior_sigma": 5.0,  # smoothing of the prior (paper: 5)
-    "temperature": 0.38,  # annealed mean for the pictures (paper: 0.38)
-    "prediction_stride": 4,  # predict ab at 1/4 resolution (released code: targets subsampled by 4)
-    "head_width": 128,
-    "crop_padding": 0,  # zero padding would add black, colourless borders to the targets
-    "flip": True,  # released code: mirroring
-}
+
+@dataclasses.dataclass(frozen=True)
+class ColorizationOptions:
+    # 261 in-gamut sRGB bins at the paper's 10 (paper: 313), see sslzoo.color.quantize.
+    grid_size: int = option(10, "ab cell size of the colour bins (paper: 10)", gt=0)
+    # Paper: 5; the released code: 10.
+    neighbors: int = option(5, "soft-encoding over the k nearest bins (paper: 5)", ge=1)
+    sigma: float = option(5.0, "soft-encoding Gaussian (paper: 5)", gt=0)
+    rebalance: bool = option(True, "class rebalancing by the smoothed colour prior (paper: on)")
+    rebalance_lambda: float = option(0.5, "mix of the prior with uniform (paper: 1/2)", ge=0, le=1)
+    prior_sigma: float = option(5.0, "smoothing of the prior (paper: 5)", gt=0)
+    temperature: float = option(0.38, "annealed mean for the pictures (paper: 0.38)", gt=0)
+    # Released code: targets subsampled by 4; must divide the image size.
+    prediction_stride: int = option(4, "predict ab at 1/stride resolution (paper: 4)", gt=0)
+    head_width: int = option(128, "width of the upsampling colour head", gt=0)
+    # Zero padding would add black, colourless borders to the targets.
+    crop_padding: int = option(0, "random-crop padding in pixels (0 disables)", ge=0)
+    flip: bool = option(True, "random horizontal flips (released code: mirroring)")
+
+    def __post_init__(self):
+        if self.grid_size > 0:
+            num_bins = len(quantize.ab_bins(self.grid_size))
+            require(self.neighbors <= num_bins,
+                    f"neighbors {self.neighbors}: must be in [1, {num_bins}] (paper: 5)")
+
 
 # The encoder's input: z = (L - 50) / 50 in [-1, 1], the paper's L - 50 up to a scale the first conv absorbs.
 L_CENTER = 50.0
@@ -48,18 +61,13 @@ L_SCALE = 50.0
 GREY_THRESHOLD = 5.0
 
 
-def input_statistics(encoder: keras.Model) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (float32 [3]) of the encoder's own "normalization" layer; (0, 1) if it has none."""
-    return input_normalization(encoder) or (np.zeros(3, np.float32), np.ones(3, np.float32))
-
-
 def as_normalized_input(standardized, encoder: keras.Model):
     """Values [..., 3] that the encoder's Normalization layer turns back into exactly `standardized`.
 
     The configured encoders take RGB and normalise it with fixed per-channel stats; feeding
-    mean + std * z makes the first conv see z itself, whatever the stats are.
+    mean + std * z makes the first conv see z itself, whatever the stats are (none: mean 0, std 1).
     """
-    mean, std = input_statistics(encoder)
+    mean, std = input_normalization(encoder, default=IDENTITY_NORMALIZATION)
     return standardized * std + mean
 
 
@@ -143,59 +151,52 @@ def augment_images(images, seed, crop_padding: int, flip: bool):
     return images
 
 
+@register_method("colorization")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class Colorization(SSLMethod):
     """Colorful image colorization: L -> a distribution over quantised ab per pixel.
 
-    Args:
+    Args (besides the base class'):
         encoder: RGB images [N, S, S, 3] in [0, 1] -> features [N, D], computing L inside itself
-            (`lightness_encoder`), with a "feature_map" layer; the evaluated and exported encoder.
-        head: feature map -> logits [N, S / stride, S / stride, Q] over the in-gamut ab bins.
-        grid_size, neighbors, sigma, rebalance, rebalance_lambda, prior_sigma, temperature,
-            prediction_stride, crop_padding, flip: see DEFAULTS.
-        num_classes: > 0 adds the online linear probe.
+            (`lightness_encoder` around the configured encoder, built by `build_parts`), with a
+            "feature_map" layer; the evaluated and exported encoder.
+        head: part mapping the feature map to logits [N, S / stride, S / stride, Q] over the in-gamut
+            ab bins.
     The colour prior p (fitted by `prepare` on the training images) and the rebalancing weights w live in
     non-trainable variables, so checkpoints and saved models carry them; before `prepare` p is uniform.
     Reference: Zhang, Isola, Efros, "Colorful Image Colorization", ECCV 2016.
     """
 
+    Options = ColorizationOptions
+    parts = ("head",)
     log_names = ("colour_ce", "colour_top1")
 
-    def __init__(
-        self,
-        encoder: keras.Model,
-        head: keras.Model,
-        grid_size: int = 10,
-        neighbors: int = 5,
-        sigma: float = 5.0,
-        rebalance: bool = True,
-        rebalance_lambda: float = 0.5,
-        prior_sigma: float = 5.0,
-        temperature: float = 0.38,
-        prediction_stride: int = 4,
-        crop_padding: int = 0,
-        flip: bool = True,
-        num_classes: int = 0,
-        **kwargs,
-    ):
-        super().__init__(encoder, num_classes=num_classes, **kwargs)
-        self.head = head
-        self.grid_size = int(grid_size)
-        self.neighbors = int(neighbors)
-        self.sigma = float(sigma)
-        self.rebalance = bool(rebalance)
-        self.rebalance_lambda = float(rebalance_lambda)
-        self.prior_sigma = float(prior_sigma)
-        self.temperature = float(temperature)
-        self.prediction_stride = int(prediction_stride)
-        self.crop_padding = int(crop_padding)
-        self.flip = bool(flip)
-        self.centers = quantize.ab_bins(self.grid_size)
+    @classmethod
+    def resolve_options(cls, options, encoder):
+        check_prediction_stride("colorization", options.prediction_stride, int(encoder.input_shape[1]))
+        return options
+
+    @classmethod
+    def build_parts(cls, options, encoder, make_encoder=None):
+        image_size = int(encoder.input_shape[1])
+        num_bins = len(quantize.ab_bins(options.grid_size))
+        try:
+            map_shape = encoder.get_layer(FEATURE_MAP).output.shape[1:]
+        except ValueError as error:
+            raise ConfigError(f"encoder '{encoder.name}' has no '{FEATURE_MAP}' layer for the colour head") from error
+        # The head first, then the L-only encoder around the configured one (the order of the layer names).
+        head = upsampling_head(map_shape, image_size // options.prediction_stride, num_bins,
+                               options.head_width, name="colour_head")
+        return {"head": head, "encoder": lightness_encoder(encoder)}
+
+    def setup(self):
+        self.centers = quantize.ab_bins(self.options.grid_size)
         num_bins = len(self.centers)
-        if int(head.output_shape[-1]) != num_bins:
-            raise ConfigError(f"colorization head predicts {head.output_shape[-1]} bins, the grid has {num_bins}")
+        if int(self.head.output_shape[-1]) != num_bins:
+            raise ConfigError(f"colorization head predicts {self.head.output_shape[-1]} bins, the grid has {num_bins}")
         self.backbone = keras.Model(
-            encoder.inputs, [encoder.get_layer(FEATURE_MAP).output, encoder.outputs[0]], name="backbone"
+            self.encoder.inputs, [self.encoder.get_layer(FEATURE_MAP).output, self.encoder.outputs[0]],
+            name="backbone",
         )
         self.prior = self.add_weight(
             shape=(num_bins,), initializer=keras.initializers.Constant(1.0 / num_bins), trainable=False,
@@ -204,21 +205,22 @@ class Colorization(SSLMethod):
         self.class_weights = self.add_weight(
             shape=(num_bins,), initializer="ones", trainable=False, name="class_weights"
         )
-        self.built = True
 
     def augment(self, images, labels, seed):
-        images = augment_images(images, seed, self.crop_padding, self.flip)
-        ab = rgb_to_lab(subsample(images, self.prediction_stride))[..., 1:]
-        indices, weights = quantize.soft_encode(ab, self.centers, self.neighbors, self.sigma)
+        options = self.options
+        images = augment_images(images, seed, options.crop_padding, options.flip)
+        ab = rgb_to_lab(subsample(images, options.prediction_stride))[..., 1:]
+        indices, weights = quantize.soft_encode(ab, self.centers, options.neighbors, options.sigma)
         return {"images": images, "target_indices": indices, "target_weights": weights,
                 "colourful": nongrey(ab), "labels": labels}
 
     def prepare(self, train_images: np.ndarray, run_dir: Optional[Path]) -> None:
         """p from the training images' target pixels; p~ and w from p (deterministic)."""
-        prior = colour_prior(train_images, self.centers, self.prediction_stride, self.grid_size)
-        smoothed = quantize.smooth_prior(prior, self.centers, self.prior_sigma)
+        options = self.options
+        prior = colour_prior(train_images, self.centers, options.prediction_stride, options.grid_size)
+        smoothed = quantize.smooth_prior(prior, self.centers, options.prior_sigma)
         self.prior.assign(prior.astype(np.float32))
-        self.class_weights.assign(quantize.rebalancing_weights(smoothed, self.rebalance_lambda).astype(np.float32))
+        self.class_weights.assign(quantize.rebalancing_weights(smoothed, options.rebalance_lambda).astype(np.float32))
         if run_dir is not None:
             atomic_write(Path(run_dir) / "prior.npy", lambda tmp: np.save(tmp, prior), suffix=".npy")
 
@@ -230,49 +232,29 @@ class Colorization(SSLMethod):
         mask = data["colourful"]
         # v(Z) = w_{q*}, q* = the nearest bin. Weighting the loss gives exactly the released code's
         # gradient (ClassRebalanceMultLayer: identity forward, gradient times w).
-        pixel_weights = tf.gather(self.class_weights, indices[..., 0]) if self.rebalance else 1.0
+        pixel_weights = tf.gather(self.class_weights, indices[..., 0]) if self.options.rebalance else 1.0
         loss = masked_pixel_mean(cross_entropy * pixel_weights, mask)
         hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), indices[..., 0]), tf.float32)
         logs = {"loss": loss, "colour_ce": masked_pixel_mean(cross_entropy, mask),
                 "colour_top1": masked_pixel_mean(hits, mask)}
-        if self.probe is not None and "labels" in data:
-            loss = loss + self.online_probe(features, data["labels"], logs)
+        loss = self.add_probe_loss(loss, features, data, logs)
         return loss, logs
 
     def colorize(self, images: tf.Tensor) -> tf.Tensor:
         """RGB [N, S, S, 3] -> the annealed-mean colorization of its L, RGB [N, S, S, 3]."""
         feature_map, _ = self.backbone(images, training=False)
         logits = self.head(feature_map, training=False)
-        ab = quantize.annealed_mean_from_logits(logits, self.centers, self.temperature)
+        ab = quantize.annealed_mean_from_logits(logits, self.centers, self.options.temperature)
         return combine_l_ab(lightness(images), ab)
 
     def save_pictures(self, data, run_dir):
         images = data["images"][:12]
         grey = lab_to_rgb(tf.concat([lightness(images), tf.zeros_like(images[..., :2])], axis=-1))
-        rows = [("L (input)", grey.numpy()), (f"prediction T={self.temperature:g}", self.colorize(images).numpy()),
+        rows = [("L (input)", grey.numpy()),
+                (f"prediction T={self.options.temperature:g}", self.colorize(images).numpy()),
                 ("original", images.numpy())]
         return [save_image_grid(Path(run_dir) / "colorization.png", rows,
                                 title="colorization: L input, annealed-mean ab with the true L, original")]
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "head": keras.saving.serialize_keras_object(self.head),
-            "grid_size": self.grid_size,
-            "neighbors": self.neighbors,
-            "sigma": self.sigma,
-            "rebalance": self.rebalance,
-            "rebalance_lambda": self.rebalance_lambda,
-            "prior_sigma": self.prior_sigma,
-            "temperature": self.temperature,
-            "prediction_stride": self.prediction_stride,
-            "crop_padding": self.crop_padding,
-            "flip": self.flip,
-        }
-
-    @classmethod
-    def nested_models(cls):
-        return ("encoder", "head")
 
 
 def combine_l_ab(l_channel: tf.Tensor, ab: tf.Tensor) -> tf.Tensor:
@@ -293,54 +275,10 @@ def colour_prior(images_uint8: np.ndarray, centers: np.ndarray, stride: int, gri
     return counts / max(counts.sum(), 1.0)
 
 
-def check_colour_options(method: str, options: dict, image_size: int) -> None:
-    """Shared checks of the colour-quantisation options; a bad value names the key and the fix."""
-    positive = ("grid_size", "sigma", "temperature", "prediction_stride", "head_width")
-    for key in positive:
-        if key in options and not options[key] > 0:
-            raise ConfigError(f"method.options.{key} {options[key]} for {method}: must be > 0")
-    if "crop_padding" in options and options["crop_padding"] < 0:
-        raise ConfigError(f"method.options.crop_padding {options['crop_padding']} for {method}: must be >= 0")
-    stride = options["prediction_stride"]
+def check_prediction_stride(method: str, stride: int, image_size: int) -> None:
+    """The prediction lattice must tile the image: a stride that does not divide it names the key and the fix."""
     if image_size % stride:
         raise ConfigError(
             f"method.options.prediction_stride {stride} for {method} does not divide the image size "
             f"{image_size}; use a divisor (paper: 4, i.e. predictions at 1/4 resolution)"
         )
-
-
-@register_method("colorization")
-def build_colorization(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> Colorization:
-    """Builds colorization from `method.options` (see DEFAULTS) around the configured encoder."""
-    options = check_options("colorization", options, DEFAULTS)
-    image_size = int(encoder.input_shape[1])
-    check_colour_options("colorization", options, image_size)
-    num_bins = len(quantize.ab_bins(options["grid_size"]))
-    if not 1 <= options["neighbors"] <= num_bins:
-        raise ConfigError(f"method.options.neighbors {options['neighbors']}: must be in [1, {num_bins}] (paper: 5)")
-    if not 0.0 <= options["rebalance_lambda"] <= 1.0:
-        raise ConfigError(f"method.options.rebalance_lambda {options['rebalance_lambda']}: must be in [0, 1]")
-    if not options["prior_sigma"] > 0:
-        raise ConfigError(f"method.options.prior_sigma {options['prior_sigma']}: must be > 0 (paper: 5)")
-    try:
-        map_shape = encoder.get_layer(FEATURE_MAP).output.shape[1:]
-    except ValueError as error:
-        raise ConfigError(f"encoder '{encoder.name}' has no '{FEATURE_MAP}' layer for the colour head") from error
-    head = upsampling_head(map_shape, image_size // options["prediction_stride"], num_bins,
-                           options["head_width"], name="colour_head")
-    return Colorization(
-        lightness_encoder(encoder),
-        head,
-        grid_size=options["grid_size"],
-        neighbors=options["neighbors"],
-        sigma=float(options["sigma"]),
-        rebalance=options["rebalance"],
-        rebalance_lambda=float(options["rebalance_lambda"]),
-        prior_sigma=float(options["prior_sigma"]),
-        temperature=float(options["temperature"]),
-        prediction_stride=options["prediction_stride"],
-        crop_padding=options["crop_padding"],
-        flip=options["flip"],
-        num_classes=num_classes,
-        name="colorization",
-    )

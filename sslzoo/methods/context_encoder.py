@@ -8,8 +8,9 @@ paper's channel-wise fully-connected bottleneck predicts the region (hole plus a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Literal
 
 import keras
 import numpy as np
@@ -18,7 +19,7 @@ import tensorflow as tf
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
 from sslzoo.augment.masks import check_mask_options, make_hole, overlap_weights
 from sslzoo.backbones import FEATURE_MAP, input_normalization
-from sslzoo.config import ConfigError
+from sslzoo.config import ConfigError, option
 from sslzoo.heads.decoders import context_decoder, context_discriminator, upsampling_steps
 from sslzoo.losses.reconstruction import (
     discriminator_loss,
@@ -26,158 +27,153 @@ from sslzoo.losses.reconstruction import (
     joint_loss,
     masked_l2,
 )
-from sslzoo.methods.base import SSLMethod, check_options
+from sslzoo.methods.base import SSLMethod, require
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
-DEFAULTS = {
-    # central | random_block | random_region (paper, section 3.3). random_region is the default for feature
-    # learning: on CIFAR-10 (8,000 images, 3 epochs) it gained kNN/linear +3.8/+3.4 over random init vs
-    # +2.3/+1.1 for central and +2.6/-0.4 for random blocks (zoo_configs/context_encoder_convnet_small_cifar10.yaml).
-    "mask": "random_region",
+
+@dataclasses.dataclass(frozen=True)
+class ContextEncoderOptions:
+    # Paper, section 3.3. random_region is the default for feature learning: on CIFAR-10 (8,000 images,
+    # 3 epochs) it gained kNN/linear +3.8/+3.4 over random init vs +2.3/+1.1 for central and +2.6/-0.4 for
+    # random blocks (zoo_configs/context_encoder_convnet_small_cifar10.yaml).
+    mask: Literal["central", "random_block", "random_region"] = option(
+        "random_region", "which pixels to inpaint: the central square, random squares or random blobs")
     # central: the predicted square (paper: the central quarter of the area, half the side); the input hole
     # is it shrunk by `overlap` per side (code: overlapPred = 4 at 128 px; card: 2 at 32 px).
-    "region_size": 16,
-    "overlap": 2,
-    "overlap_weight": 10.0,  # code: overlapL2Weight
+    region_size: int = option(16, "central: side of the predicted square in pixels")
+    overlap: int = option(2, "width of the ring around the hole that is predicted too (the card: 2 at 32x32)",
+                          ge=0)
+    overlap_weight: float = option(10.0, "loss weight of the overlap ring (code: overlapL2Weight; paper: 10)",
+                                   ge=0)
     # random_block: this many squares of block_size at random positions (4 x 8^2 <= 1/4 of 32^2).
-    "block_size": 8,
-    "num_blocks": 4,
+    block_size: int = option(8, "random_block: side of each square in pixels")
+    num_blocks: int = option(4, "random_block: squares per image")
     # random_region: blob masks covering a uniform fraction in `coverage` (code keeps 20-30%).
-    "coverage": [0.2, 0.3],
-    "noise_size": 8,
+    coverage: tuple[float, float] = option((0.2, 0.3), "random_region: [low, high] fraction of the image masked")
+    noise_size: int = option(8, "random_region: side of the noise grid upsampled into blobs")
     # Hole fill in [0, 1] RGB; [] = the encoder's own input mean (the dataset mean), so the hole is exactly
     # zero after the encoder's normalisation ("the fill value must match your input normalisation").
-    "fill": [],
-    "decoder_width": 64,
+    fill: tuple[float, ...] = option((), "RGB in [0, 1] written into the hole; [] = the encoder's input mean",
+                                     ge=0, le=1)
+    decoder_width: int = option(64, "channels of the decoder's transposed convolutions", ge=1)
     # The adversarial term: off by default for feature learning (card; the released feature model used
     # reconstruction only; measured here, see zoo_configs/context_encoder_convnet_small_cifar10.yaml).
-    "adversarial": False,
-    "reconstruction_weight": 0.999,
-    "discriminator_width": 64,
+    adversarial: bool = option(False, "add the discriminator and its adversarial loss")
+    reconstruction_weight: float = option(
+        0.999, "lambda_rec (paper: 0.999; the adversarial weight is 1 - it)", gt=0, le=1)
+    discriminator_width: int = option(64, "channels of the discriminator's first convolution", ge=1)
     # The code's D optimizer: Adam(lr, beta1 = 0.5); its generator runs at 10x this rate when adversarial.
-    "discriminator_learning_rate": 2e-4,
-    "discriminator_beta_1": 0.5,
-    "flip": True,
-    "crop_padding": 0,
-}
+    discriminator_learning_rate: float = option(2e-4, "learning rate of the discriminator's Adam")
+    discriminator_beta_1: float = option(0.5, "beta_1 of the discriminator's Adam")
+    flip: bool = option(True, "random horizontal flips before masking")
+    crop_padding: int = option(0, "random-crop padding in pixels before masking (0 disables)", ge=0)
+
+    def __post_init__(self):
+        require(len(self.fill) in (0, 3) and all(0.0 <= float(v) <= 1.0 for v in self.fill),
+                f"fill {list(self.fill)}: need 3 RGB values in [0, 1], or [] for the encoder's own input mean")
 
 
-def _encoder_mean(encoder: keras.Model) -> list:
-    """The per-channel mean of the encoder's Normalization layer, in [0, 1] units."""
-    stats = input_normalization(encoder)
-    if stats is None:
-        raise ConfigError(
-            f"encoder '{encoder.name}' has no 'normalization' layer to read the dataset mean from; set "
-            "method.options.fill to the dataset's RGB mean in [0, 1], e.g. [0.49, 0.48, 0.45]"
-        )
-    return [float(v) for v in stats[0]]
+def _feature_map_shape(encoder: keras.Model) -> tuple:
+    """(h, w, C) of the encoder's feature map, which the decoder reads."""
+    try:
+        return tuple(int(d) for d in encoder.get_layer(FEATURE_MAP).output.shape[1:])
+    except ValueError as error:
+        raise ConfigError(f"encoder '{encoder.name}' has no '{FEATURE_MAP}' layer for the decoder") from error
 
 
+def _output_size(options: ContextEncoderOptions, image_size: int) -> int:
+    """Side of the predicted region: central masks predict only the central square, random masks the image."""
+    return options.region_size if options.mask == "central" else image_size
+
+
+@register_method("context_encoder")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class ContextEncoder(SSLMethod):
     """Inpainting with a context encoder: encoder -> channel-wise FC -> decoder, optional adversary.
 
-    Args:
+    Args (besides the base class'):
         encoder: images float32 [N, S, S, 3] in [0, 1] -> features [N, D], with a "feature_map" layer
             [N, h, w, C]; it sees the masked image and is what gets exported.
-        decoder: feature map [N, h, w, C] -> predicted region [N, R, R, 3] in [-1, 1] (R = region_size
-            for central masks, S for random ones).
-        discriminator: region [N, R, R, 3] in [-1, 1] -> logits [N, 1], or None (reconstruction only).
-        mask: "central", "random_block" or "random_region"; region_size, overlap, overlap_weight,
-            block_size, num_blocks, coverage, noise_size: see DEFAULTS.
-        fill: RGB [3] in [0, 1] written into the hole.
-        reconstruction_weight: lambda_rec (lambda_adv = 1 - lambda_rec) when there is a discriminator.
-        discriminator_learning_rate, discriminator_beta_1: its Adam (the code's optimStateD).
-        flip, crop_padding: augmentation before masking.
+        decoder: part mapping the feature map [N, h, w, C] -> predicted region [N, R, R, 3] in [-1, 1]
+            (R = region_size for central masks, S for random ones).
+        discriminator: part mapping a region [N, R, R, 3] in [-1, 1] -> logits [N, 1], or None
+            (reconstruction only); trained by its own Adam (the code's optimStateD), `discriminator_optimizer`.
+        options: `ContextEncoderOptions`; `fill` is resolved to the encoder's input mean when empty.
         num_classes: > 0 adds the online linear probe (on the masked images' features).
     Reference: Pathak, Krahenbuhl, Donahue, Darrell, Efros, "Context Encoders: Feature Learning by
     Inpainting", CVPR 2016.
     """
 
+    Options = ContextEncoderOptions
+    parts = ("decoder", "discriminator")
     log_names = ("reconstruction_loss",)
     adversarial_log_names = ("adversarial_loss", "discriminator_loss", "discriminator_real", "discriminator_fake")
 
-    def __init__(
-        self,
-        encoder: keras.Model,
-        decoder: keras.Model,
-        discriminator: keras.Model | None = None,
-        mask: str = "central",
-        region_size: int = 16,
-        overlap: int = 2,
-        overlap_weight: float = 10.0,
-        block_size: int = 8,
-        num_blocks: int = 4,
-        coverage: Sequence[float] = (0.2, 0.3),
-        noise_size: int = 8,
-        fill: Sequence[float] = (0.5, 0.5, 0.5),
-        reconstruction_weight: float = 0.999,
-        discriminator_learning_rate: float = 2e-4,
-        discriminator_beta_1: float = 0.5,
-        flip: bool = True,
-        crop_padding: int = 0,
-        num_classes: int = 0,
-        **kwargs,
-    ):
-        super().__init__(encoder, num_classes=num_classes, **kwargs)
-        self.decoder = decoder
-        self.discriminator = discriminator
-        self.mask = mask
-        self.region_size = int(region_size)
-        self.overlap = int(overlap)
-        self.overlap_weight = float(overlap_weight)
-        self.block_size = int(block_size)
-        self.num_blocks = int(num_blocks)
-        self.coverage = [float(c) for c in coverage]
-        self.noise_size = int(noise_size)
-        self.fill = [float(v) for v in fill]
-        self.reconstruction_weight = float(reconstruction_weight)
-        self.discriminator_learning_rate = float(discriminator_learning_rate)
-        self.discriminator_beta_1 = float(discriminator_beta_1)
-        self.flip = bool(flip)
-        self.crop_padding = int(crop_padding)
-        self.image_size = int(encoder.input_shape[1])
-        # Central masks predict only the central square; random masks predict the whole image.
-        self.output_size = self.region_size if mask == "central" else self.image_size
+    @classmethod
+    def resolve_options(cls, options, encoder):
+        image_size = int(encoder.input_shape[1])
+        check_mask_options(options.mask, image_size, dataclasses.asdict(options))
+        if not options.fill:
+            stats = input_normalization(encoder)
+            if stats is None:
+                raise ConfigError(
+                    f"encoder '{encoder.name}' has no 'normalization' layer to read the dataset mean from; set "
+                    "method.options.fill to the dataset's RGB mean in [0, 1], e.g. [0.49, 0.48, 0.45]"
+                )
+            options = dataclasses.replace(options, fill=tuple(float(v) for v in stats[0]))
+        map_shape = _feature_map_shape(encoder)
+        if map_shape[0] != map_shape[1]:
+            raise ConfigError(f"the decoder needs a square feature map, encoder '{encoder.name}' gives {map_shape}")
+        upsampling_steps(map_shape[0], _output_size(options, image_size))
+        return options
+
+    @classmethod
+    def build_parts(cls, options, encoder, make_encoder=None):
+        output_size = _output_size(options, int(encoder.input_shape[1]))
+        decoder = context_decoder(_feature_map_shape(encoder), output_size, width=options.decoder_width,
+                                  name="decoder")
+        discriminator = None
+        if options.adversarial:
+            discriminator = context_discriminator(output_size, width=options.discriminator_width,
+                                                  name="discriminator")
+        return {"decoder": decoder, "discriminator": discriminator}
+
+    def setup(self):
+        self.image_size = int(self.encoder.input_shape[1])
+        self.output_size = _output_size(self.options, self.image_size)
         self.region_offset = (self.image_size - self.output_size) // 2
         # One functional view of the encoder giving both outputs; it shares the encoder's layers.
         self.backbone = keras.Model(
-            encoder.inputs, [encoder.get_layer(FEATURE_MAP).output, encoder.outputs[0]], name="backbone"
+            self.encoder.inputs, [self.encoder.get_layer(FEATURE_MAP).output, self.encoder.outputs[0]],
+            name="backbone",
         )
         self.discriminator_optimizer = None
-        if discriminator is not None:
-            for name in self.adversarial_log_names:
-                self.trackers[name] = keras.metrics.Mean(name=name)
+        if self.discriminator is not None:
+            self.log_names = (*self.log_names, *self.adversarial_log_names)
             optimizer = keras.optimizers.Adam(
-                learning_rate=self.discriminator_learning_rate, beta_1=self.discriminator_beta_1,
+                learning_rate=self.options.discriminator_learning_rate, beta_1=self.options.discriminator_beta_1,
                 name="discriminator_adam",
             )
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             # Built now (under the caller's strategy scope) and held as an attribute, so tf.train.Checkpoint
             # (the trainer's RunState) and .keras files carry its slots and step counter with the model.
-            optimizer.build(discriminator.trainable_variables)
+            optimizer.build(self.discriminator.trainable_variables)
             self.discriminator_optimizer = optimizer
-        self.built = True  # every part above is a built functional model
 
     # --- data -----------------------------------------------------------------------------------
-    def mask_options(self) -> dict:
-        return {
-            "region_size": self.region_size, "overlap": self.overlap, "block_size": self.block_size,
-            "num_blocks": self.num_blocks, "coverage": self.coverage, "noise_size": self.noise_size,
-        }
-
     def augment(self, images, labels, seed):
         crop_seed, flip_seed, mask_seed = split_seed(seed, 3)
-        images = random_crop_with_padding(images, self.crop_padding, crop_seed)
-        if self.flip:
+        options = self.options
+        images = random_crop_with_padding(images, options.crop_padding, crop_seed)
+        if options.flip:
             images = random_flip_left_right(images, flip_seed)
         batch = tf.shape(images)[0]
-        hole = make_hole(self.mask, batch, self.image_size, self.mask_options(), mask_seed)
-        fill = tf.constant(self.fill, tf.float32)
+        hole = make_hole(options.mask, batch, self.image_size, dataclasses.asdict(options), mask_seed)
+        fill = tf.constant(options.fill, tf.float32)
         masked = images * (1.0 - hole) + fill * hole
-        weights = self._crop(overlap_weights(hole, self.overlap, self.overlap_weight))
+        weights = self._crop(overlap_weights(hole, options.overlap, options.overlap_weight))
         # "images" stay the full images: the online probe's labels and the encoder contract refer to them.
         return {"images": images, "masked": masked, "weights": weights, "labels": labels}
 
@@ -215,11 +211,10 @@ class ContextEncoder(SSLMethod):
         loss = reconstruction
         if self.discriminator is not None:
             adversarial = generator_adversarial_loss(self.discriminator(fake, training=training))
-            loss = joint_loss(reconstruction, adversarial, self.reconstruction_weight)
+            loss = joint_loss(reconstruction, adversarial, self.options.reconstruction_weight)
             logs["adversarial_loss"] = adversarial
         logs["loss"] = loss
-        if self.probe is not None and "labels" in data:
-            loss = loss + self.online_probe(features, data["labels"], logs)
+        loss = self.add_probe_loss(loss, features, data, logs)
         return loss, logs, real, fake
 
     def _discriminator_logs(self, logs, d_loss, real_logits, fake_logits):
@@ -248,7 +243,6 @@ class ContextEncoder(SSLMethod):
             # Over every trainable variable, as the trainer builds it: an optimizer built lazily on the
             # generator's subset would not match the one a loaded .keras file builds.
             self.optimizer.build(self.trainable_variables)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         generator_variables = self.generator_variables()
         discriminator_variables = self.discriminator.trainable_variables
         # One forward pass serves both players (simultaneous updates, as the code's D step then G step
@@ -257,12 +251,10 @@ class ContextEncoder(SSLMethod):
         with tf.GradientTape() as generator_tape, tf.GradientTape() as discriminator_tape:
             loss, logs, real, fake = self._generator_loss_and_logs(data, training=True)
             d_loss, real_logits, fake_logits = self.discriminator_step_loss(real, fake, training=True)
-            scaled = self.optimizer.scale_loss(loss / replicas)
-            d_scaled = self.discriminator_optimizer.scale_loss(d_loss / replicas)
-        d_grads = discriminator_tape.gradient(d_scaled, discriminator_variables)
-        grads = generator_tape.gradient(scaled, generator_variables)
-        self.discriminator_optimizer.apply(d_grads, discriminator_variables)
-        self.optimizer.apply(grads, generator_variables)
+        # D's step, then G's. G's gradient is taken after D's update, from the tape's recorded values
+        # (the variable reads of the forward pass), so it is the gradient at the pre-update D.
+        self.apply_gradients(discriminator_tape, d_loss, discriminator_variables, self.discriminator_optimizer)
+        self.apply_gradients(generator_tape, loss, generator_variables)
         self._discriminator_logs(logs, d_loss, real_logits, fake_logits)
         return self.update_metrics(logs)
 
@@ -284,95 +276,5 @@ class ContextEncoder(SSLMethod):
         inpainted = tf.pad(pasted, pad) + outside * masked
         rows = [("input", masked.numpy()), ("prediction", np.clip(inpainted.numpy(), 0, 1)),
                 ("original", images.numpy())]
-        title = f"context encoder, {self.mask} mask"
+        title = f"context encoder, {self.options.mask} mask"
         return [save_image_grid(Path(run_dir) / "inpainting.png", rows, title=title)]
-
-    # --- serialization --------------------------------------------------------------------------
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-            "discriminator": (None if self.discriminator is None
-                              else keras.saving.serialize_keras_object(self.discriminator)),
-            "mask": self.mask,
-            "region_size": self.region_size,
-            "overlap": self.overlap,
-            "overlap_weight": self.overlap_weight,
-            "block_size": self.block_size,
-            "num_blocks": self.num_blocks,
-            "coverage": self.coverage,
-            "noise_size": self.noise_size,
-            "fill": self.fill,
-            "reconstruction_weight": self.reconstruction_weight,
-            "discriminator_learning_rate": self.discriminator_learning_rate,
-            "discriminator_beta_1": self.discriminator_beta_1,
-            "flip": self.flip,
-            "crop_padding": self.crop_padding,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in cls.nested_models():
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
-
-    @classmethod
-    def nested_models(cls):
-        return ("encoder", "decoder", "discriminator")
-
-
-@register_method("context_encoder")
-def build_context_encoder(options: dict, encoder: keras.Model, num_classes: int = 0,
-                          make_encoder=None) -> ContextEncoder:
-    """Builds the context encoder from `method.options` (see DEFAULTS)."""
-    options = check_options("context_encoder", options, DEFAULTS)
-    image_size = int(encoder.input_shape[1])
-    check_mask_options(options["mask"], image_size, options)
-    fill = options["fill"] or _encoder_mean(encoder)
-    if len(fill) != 3 or not all(0.0 <= float(v) <= 1.0 for v in fill):
-        raise ConfigError(f"method.options.fill {options['fill']}: need 3 RGB values in [0, 1], or [] for "
-                          "the encoder's own input mean")
-    if not 0.0 < options["reconstruction_weight"] <= 1.0:
-        raise ConfigError(f"method.options.reconstruction_weight {options['reconstruction_weight']}: must be in "
-                          "(0, 1] (paper: 0.999; the adversarial weight is 1 - it)")
-    for key in ("decoder_width", "discriminator_width"):
-        if options[key] < 1:
-            raise ConfigError(f"method.options.{key} {options[key]}: must be >= 1")
-    if options["crop_padding"] < 0:
-        raise ConfigError(f"method.options.crop_padding {options['crop_padding']}: must be >= 0")
-    try:
-        map_shape = tuple(int(d) for d in encoder.get_layer(FEATURE_MAP).output.shape[1:])
-    except ValueError as error:
-        raise ConfigError(f"encoder '{encoder.name}' has no '{FEATURE_MAP}' layer for the decoder") from error
-    output_size = options["region_size"] if options["mask"] == "central" else image_size
-    if map_shape[0] != map_shape[1]:
-        raise ConfigError(f"the decoder needs a square feature map, encoder '{encoder.name}' gives {map_shape}")
-    upsampling_steps(map_shape[0], output_size)
-    decoder = context_decoder(map_shape, output_size, width=options["decoder_width"], name="decoder")
-    discriminator = None
-    if options["adversarial"]:
-        discriminator = context_discriminator(output_size, width=options["discriminator_width"],
-                                              name="discriminator")
-    return ContextEncoder(
-        encoder,
-        decoder,
-        discriminator,
-        mask=options["mask"],
-        region_size=options["region_size"],
-        overlap=options["overlap"],
-        overlap_weight=float(options["overlap_weight"]),
-        block_size=options["block_size"],
-        num_blocks=options["num_blocks"],
-        coverage=[float(c) for c in options["coverage"]],
-        noise_size=options["noise_size"],
-        fill=[float(v) for v in fill],
-        reconstruction_weight=float(options["reconstruction_weight"]),
-        discriminator_learning_rate=float(options["discriminator_learning_rate"]),
-        discriminator_beta_1=float(options["discriminator_beta_1"]),
-        flip=options["flip"],
-        crop_padding=options["crop_padding"],
-        num_classes=num_classes,
-        name="context_encoder",
-    )

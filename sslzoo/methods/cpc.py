@@ -7,8 +7,9 @@ the patch encodings k rows below, scored by InfoNCE against every other patch of
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import List
+from typing import List, Literal
 
 import keras
 import numpy as np
@@ -18,50 +19,51 @@ from keras import layers
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
 from sslzoo.augment.grid import augment_patches, check_grid, cut_grid, patch_mosaic, patch_positions
 from sslzoo.backbones import FEATURE_MAP, FEATURES, at_input_size, input_normalization
-from sslzoo.config import ConfigError
+from sslzoo.config import ConfigError, option
 from sslzoo.losses.cpc import cpc_loss
-from sslzoo.methods.base import SSLMethod, check_options
+from sslzoo.methods.base import SSLMethod
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
-FEATURE_MODES = ("grid", "full")
-ENCODER_NORMS = ("layer", "configured")
 
-DEFAULTS = {
+@dataclasses.dataclass(frozen=True)
+class CPCOptions:
     # Geometry. CIFAR default: 8x8 patches at stride 4 on the 32x32 image, a 7x7 grid with 50% overlap:
     # the paper's 7x7 grid and overlap at native scale (the Lightning-Bolts CIFAR recipe). Upsampling to
     # 64x64 with 16-px patches would keep the same grid at 4x the pixels per step.
-    "resize": 0,  # > 0: bilinear resize of the image to resize x resize before cutting the grid
-    "patch_size": 8,
-    "patch_stride": 4,
-    "steps": 3,  # K: predict 1..K rows ahead (CPC v1: up to 5 on its 7x7 grid; card for CIFAR: 3)
+    resize: int = option(0, "> 0: bilinear resize of the image to resize x resize before cutting the grid", ge=0)
+    # patch_size, patch_stride and steps are checked against the image size (sslzoo.augment.grid.check_grid).
+    patch_size: int = option(8, "side of a patch in pixels")
+    patch_stride: int = option(4, "pixels between neighbouring patches (patch_size / 2: the paper's 50% overlap)")
+    # K: predict 1..K rows ahead (CPC v1: up to 5 on its 7x7 grid; card for CIFAR: 3).
+    steps: int = option(3, "K: the context predicts the patch encodings 1..K rows below it")
     # Candidates of each prediction: the patches of G images (its own and G - 1 others). 0: the whole
     # batch, as in the paper; on a CPU those B^2 scores cost several times the patch encoder.
-    "group_size": 0,
+    group_size: int = option(0, "images whose patches are the candidates of a prediction (0 = the whole batch)",
+                             ge=0)
     # Context network: a PixelCNN-style stack of residual blocks with row-causal convolutions.
-    "context_width": 0,  # 0: the patch encoder's feature width
-    "context_blocks": 2,
-    "context_kernel": 3,  # a causal conv sees `context_kernel` rows (its own and those above) and columns
+    context_width: int = option(0, "channels of the context network (0 = the patch encoder's feature width)",
+                                ge=0)
+    context_blocks: int = option(2, "residual blocks of the context network", ge=1)
+    context_kernel: int = option(3, "a causal conv sees this many rows (its own and those above) and columns",
+                                 ge=1)
     # "layer": the patch encoder is the configured encoder rebuilt with layer norm (CPC v2); "configured":
     # the configured encoder as it is (BN lets patches of a batch share statistics: CPC v2's shortcut).
-    "encoder_norm": "layer",
+    encoder_norm: Literal["layer", "configured"] = option("layer", "normalisation of the patch encoder")
     # What `method.encoder` (evaluated, exported) computes: "grid" mean-pools the patch encodings over the
     # image's grid (the paper's evaluation), "full" runs the patch encoder's weights on the whole image.
-    "features": "grid",
+    features: Literal["grid", "full"] = option("grid", "what the evaluated encoder computes")
     # Augmentations. Image level: flip and a random shift (crop with padding). Patch level: CPC v2's
     # flips and colour dropping (keep 1 of 3 channels), CPC v1's position jitter.
-    "flip": True,
-    "crop_padding": 0,
-    "patch_flip": 0.5,
-    "colour_drop": 0.5,
-    "patch_jitter": 0,
-}
+    flip: bool = option(True, "random horizontal flips of the whole image")
+    crop_padding: int = option(0, "random shift of the whole image: crop padding in pixels (0 disables)", ge=0)
+    patch_flip: float = option(0.5, "probability of flipping each patch horizontally", ge=0, le=1)
+    colour_drop: float = option(0.5, "probability of keeping only 1 of a patch's 3 colour channels", ge=0, le=1)
+    patch_jitter: int = option(0, "shift of each patch's content by up to this many pixels (zero border)", ge=0)
 
 
-def _input_mean(encoder: keras.Model) -> list[float]:
-    """The encoder's input mean per channel (its Normalization layer); 0.5 grey when it has none."""
-    stats = input_normalization(encoder)
-    return [float(v) for v in stats[0]] if stats else [0.5, 0.5, 0.5]
+# A patch encoder without a Normalization layer: colour dropping fills with 0.5 grey.
+_GREY_INPUT = (np.full(3, 0.5, np.float32), np.ones(3, np.float32))
 
 
 def _has_batch_norm(model: keras.Model) -> bool:
@@ -148,86 +150,89 @@ def grid_encoder(
     return keras.Model(inputs, features, name=name)
 
 
+@register_method("cpc")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class CPC(SSLMethod):
     """Contrastive Predictive Coding v2 on an overlapping grid of image patches.
 
-    Args:
+    Args (besides the base class'):
         encoder: the evaluated/exported encoder, images float32 [N, S, S, 3] in [0, 1] -> features [N, D].
             features "grid": a `grid_encoder` whose "patch_encoder" layer wraps the patch encoder;
             "full": the patch encoder's layers at the image size (patches use `at_input_size`).
-        context_network: patch encodings [N, n, n, D] -> context [N, n, n, C], row-causal.
-        predictor: context [N, n, n, C] -> predictions [N, n, n, K, D] (the W_k).
-        resize, patch_size, patch_stride, steps, group_size, features, flip, crop_padding, patch_flip,
-            colour_drop, patch_jitter: see DEFAULTS.
+        context_network: part mapping patch encodings [N, n, n, D] -> context [N, n, n, C], row-causal.
+        predictor: part mapping context [N, n, n, C] -> predictions [N, n, n, K, D] (the W_k).
+        options: `CPCOptions`.
         num_classes: > 0 adds the online linear probe (on the detached mean patch encoding for "grid",
             on the full-image features for "full").
     Reference: Hénaff et al., "Data-Efficient Image Recognition with Contrastive Predictive Coding",
     ICML 2020; van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive Coding", 2018.
     """
 
+    Options = CPCOptions
+    parts = ("context_network", "predictor")
     log_names = ("cpc_top1",)
 
-    def __init__(
-        self,
-        encoder: keras.Model,
-        context_network: keras.Model,
-        predictor: keras.Model,
-        resize: int = 0,
-        patch_size: int = 8,
-        patch_stride: int = 4,
-        steps: int = 3,
-        group_size: int = 0,
-        features: str = "grid",
-        flip: bool = True,
-        crop_padding: int = 0,
-        patch_flip: float = 0.5,
-        colour_drop: float = 0.5,
-        patch_jitter: int = 0,
-        num_classes: int = 0,
-        **kwargs,
-    ):
-        super().__init__(encoder, num_classes=num_classes, **kwargs)
-        self.context_network = context_network
-        self.predictor = predictor
-        self.resize = int(resize)
-        self.patch_size = int(patch_size)
-        self.patch_stride = int(patch_stride)
-        self.steps = int(steps)
-        self.group_size = int(group_size)
-        self.features = str(features)
-        self.flip = bool(flip)
-        self.crop_padding = int(crop_padding)
-        self.patch_flip = float(patch_flip)
-        self.colour_drop = float(colour_drop)
-        self.patch_jitter = int(patch_jitter)
-        if self.features == "grid":
-            self.patch_encoder = encoder.get_layer("patch_encoder").layer
+    @classmethod
+    def resolve_options(cls, options, encoder):
+        check_grid(int(encoder.input_shape[1]), options.patch_size, options.patch_stride, options.steps,
+                   resize=options.resize)
+        return options
+
+    @classmethod
+    def build_parts(cls, options, encoder, make_encoder=None):
+        image_size = int(encoder.input_shape[1])
+        patch, stride, resize = options.patch_size, options.patch_stride, options.resize
+        n = check_grid(image_size, patch, stride, options.steps, resize=resize)
+        full = _layer_norm_encoder(encoder, make_encoder, options.encoder_norm)
+        try:
+            patch_encoder = at_input_size(full, patch, name="patch_encoder")
+        except Exception as error:  # noqa: BLE001 - any build failure is a geometry problem here
+            raise ConfigError(
+                f"encoder '{full.name}' cannot run on {patch}x{patch} patches ({error}); use a larger "
+                "method.options.patch_size (with resize to upsample) or a shallower encoder"
+            ) from error
+        if options.features == "grid":
+            evaluated = grid_encoder(patch_encoder, image_size, patch, stride, resize=resize)
         else:
-            self.patch_encoder = at_input_size(encoder, self.patch_size, name="patch_encoder")
-        self.grid = int(context_network.input_shape[1])
-        self.input_mean = _input_mean(self.patch_encoder)
-        self.built = True  # every part above is a built functional model
+            evaluated = full
+        feature_dim = int(full.output_shape[-1])
+        width = options.context_width or feature_dim
+        return {
+            "encoder": evaluated,
+            "context_network": context_network(n, feature_dim, width, options.context_blocks,
+                                               options.context_kernel),
+            "predictor": prediction_heads(n, width, feature_dim, options.steps),
+        }
+
+    def setup(self):
+        if self.options.features == "grid":
+            self.patch_encoder = self.encoder.get_layer("patch_encoder").layer
+        else:
+            self.patch_encoder = at_input_size(self.encoder, self.options.patch_size, name="patch_encoder")
+        self.grid = int(self.context_network.input_shape[1])
+        # The encoder's input mean per channel (its Normalization layer): what colour dropping fills with.
+        self.input_mean = [float(v) for v in input_normalization(self.patch_encoder, default=_GREY_INPUT)[0]]
 
     def augment(self, images, labels, seed):
         flip_seed, crop_seed, patch_seed = split_seed(seed, 3)
+        options = self.options
         source = images
-        if self.resize:
-            source = tf.image.resize(source, [self.resize, self.resize], method="bilinear")
-        if self.flip:
+        if options.resize:
+            source = tf.image.resize(source, [options.resize, options.resize], method="bilinear")
+        if options.flip:
             source = random_flip_left_right(source, flip_seed)
-        source = random_crop_with_padding(source, self.crop_padding, crop_seed)
-        patches = cut_grid(source, self.patch_size, self.patch_stride)
+        source = random_crop_with_padding(source, options.crop_padding, crop_seed)
+        patches = cut_grid(source, options.patch_size, options.patch_stride)
         patches = augment_patches(
-            patches, patch_seed, flip_probability=self.patch_flip, colour_drop_probability=self.colour_drop,
-            jitter=self.patch_jitter, fill=self.input_mean,
+            patches, patch_seed, flip_probability=options.patch_flip, colour_drop_probability=options.colour_drop,
+            jitter=options.patch_jitter, fill=self.input_mean,
         )
         # "images" stay the unaugmented images: the encoder contract and the "full" probe use them.
         return {"images": images, "patches": patches, "labels": labels}
 
     def encode_grid(self, patches, training=False):
         """Patches [B, n * n, P, P, 3] -> patch encodings [B, n, n, D] (one encoder pass over all)."""
-        size = self.patch_size
+        size = self.options.patch_size
         flat = tf.reshape(patches, [-1, size, size, 3])
         encoded = self.patch_encoder(flat, training=training)
         return tf.reshape(encoded, [-1, self.grid, self.grid, self.feature_dim])
@@ -240,17 +245,15 @@ class CPC(SSLMethod):
 
     def compute_loss_and_logs(self, data, training):
         encodings, predictions = self.predict_grid(data["patches"], training=training)
-        loss, _, hits = cpc_loss(predictions, encodings, self.group_size)
+        loss, _, hits = cpc_loss(predictions, encodings, self.options.group_size)
         top1 = tf.reduce_sum([tf.reduce_sum(h) for h in hits]) / tf.cast(
             tf.reduce_sum([tf.size(h) for h in hits]), tf.float32
         )
         logs = {"loss": loss, "cpc_top1": top1}
-        if self.probe is not None and "labels" in data:
-            if self.features == "grid":
-                features = tf.reduce_mean(encodings, axis=[1, 2])
-            else:
-                features = self.encoder(data["images"], training=training)
-            loss = loss + self.online_probe(features, data["labels"], logs)
+        if self.options.features == "grid":
+            loss = self.add_probe_loss(loss, tf.reduce_mean(encodings, axis=[1, 2]), data, logs)
+        else:
+            loss = self.probe_images(data["images"], data, loss, logs, training=training)
         return loss, logs
 
     def save_pictures(self, data, run_dir: Path) -> List[str]:
@@ -258,7 +261,7 @@ class CPC(SSLMethod):
         and the validation top-1 of every step per target position (grey: rows no context predicts)."""
         shown = min(8, int(data["images"].shape[0]))
         encodings, predictions = self.predict_grid(data["patches"], training=False)
-        _, step_losses, hits = cpc_loss(predictions, encodings, self.group_size)
+        _, step_losses, hits = cpc_loss(predictions, encodings, self.options.group_size)
         n = self.grid
         patches = data["patches"].numpy()
         mosaics = [patch_mosaic(patches[b], n) for b in range(shown)]
@@ -285,47 +288,10 @@ class CPC(SSLMethod):
             ("top-1/position", np.stack(means)),
         ]
         batch = int(data["patches"].shape[0])
-        candidates = min(self.group_size or batch, batch) * n * n
-        title = (f"CPC: {n}x{n} grid of {self.patch_size}-px patches, stride {self.patch_stride}; "
+        candidates = min(self.options.group_size or batch, batch) * n * n
+        title = (f"CPC: {n}x{n} grid of {self.options.patch_size}-px patches, stride {self.options.patch_stride}; "
                  f"white = the prediction picks its patch among {candidates}")
         return [save_image_grid(Path(run_dir) / "cpc_grid.png", rows, captions=captions, title=title)]
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "context_network": keras.saving.serialize_keras_object(self.context_network),
-            "predictor": keras.saving.serialize_keras_object(self.predictor),
-            "resize": self.resize,
-            "patch_size": self.patch_size,
-            "patch_stride": self.patch_stride,
-            "steps": self.steps,
-            "group_size": self.group_size,
-            "features": self.features,
-            "flip": self.flip,
-            "crop_padding": self.crop_padding,
-            "patch_flip": self.patch_flip,
-            "colour_drop": self.colour_drop,
-            "patch_jitter": self.patch_jitter,
-        }
-
-    @classmethod
-    def nested_models(cls):
-        return ("encoder", "context_network", "predictor")
-
-
-def _check_choices(options: dict) -> None:
-    for key, choices in (("features", FEATURE_MODES), ("encoder_norm", ENCODER_NORMS)):
-        if options[key] not in choices:
-            raise ConfigError(f"method.options.{key} {options[key]!r}: use one of {', '.join(choices)}")
-    for key in ("patch_flip", "colour_drop"):
-        if not 0.0 <= options[key] <= 1.0:
-            raise ConfigError(f"method.options.{key} {options[key]}: a probability, must be in [0, 1]")
-    for key in ("resize", "crop_padding", "patch_jitter", "context_width", "group_size"):
-        if options[key] < 0:
-            raise ConfigError(f"method.options.{key} {options[key]}: must be >= 0")
-    for key in ("context_blocks", "context_kernel"):
-        if options[key] < 1:
-            raise ConfigError(f"method.options.{key} {options[key]}: must be >= 1")
 
 
 def _layer_norm_encoder(encoder: keras.Model, make_encoder, encoder_norm: str) -> keras.Model:
@@ -345,45 +311,3 @@ def _layer_norm_encoder(encoder: keras.Model, make_encoder, encoder_norm: str) -
             f"encoder '{encoder.name}' has no layer-norm option ({error}); CPC v2 wants one (convnet_small, "
             "resnet18 and resnet50 take norm: layer), or set method.options.encoder_norm: configured"
         ) from error
-
-
-@register_method("cpc")
-def build_cpc(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> CPC:
-    """Builds CPC v2 from `method.options` (see DEFAULTS)."""
-    options = check_options("cpc", options, DEFAULTS)
-    _check_choices(options)
-    image_size = int(encoder.input_shape[1])
-    patch, stride, resize = options["patch_size"], options["patch_stride"], options["resize"]
-    n = check_grid(image_size, patch, stride, options["steps"], resize=resize)
-    full = _layer_norm_encoder(encoder, make_encoder, options["encoder_norm"])
-    try:
-        patch_encoder = at_input_size(full, patch, name="patch_encoder")
-    except Exception as error:  # noqa: BLE001 - any build failure is a geometry problem here
-        raise ConfigError(
-            f"encoder '{full.name}' cannot run on {patch}x{patch} patches ({error}); use a larger "
-            "method.options.patch_size (with resize to upsample) or a shallower encoder"
-        ) from error
-    if options["features"] == "grid":
-        evaluated = grid_encoder(patch_encoder, image_size, patch, stride, resize=resize)
-    else:
-        evaluated = full
-    feature_dim = int(full.output_shape[-1])
-    width = options["context_width"] or feature_dim
-    return CPC(
-        evaluated,
-        context_network(n, feature_dim, width, options["context_blocks"], options["context_kernel"]),
-        prediction_heads(n, width, feature_dim, options["steps"]),
-        resize=resize,
-        patch_size=patch,
-        patch_stride=stride,
-        steps=options["steps"],
-        group_size=options["group_size"],
-        features=options["features"],
-        flip=options["flip"],
-        crop_padding=options["crop_padding"],
-        patch_flip=float(options["patch_flip"]),
-        colour_drop=float(options["colour_drop"]),
-        patch_jitter=options["patch_jitter"],
-        num_classes=num_classes,
-        name="cpc",
-    )

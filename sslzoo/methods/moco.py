@@ -2,50 +2,67 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Literal, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from sslzoo.augment.views import two_views
-from sslzoo.config import ConfigError
+from sslzoo.augment.views import ViewOptions, two_views
+from sslzoo.config import ConfigError, option
 from sslzoo.heads import mlp_head
 from sslzoo.layers import all_gather_batch, grouped_call, shuffled_grouped_call
 from sslzoo.losses import info_nce
-from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.methods.base import SSLMethod, require, top1
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
-# None = the version's own value (VERSION_DEFAULTS). Card ## 9: builder.py / main_moco.py.
-DEFAULTS = {
-    "version": 2,
-    "queue_size": 65536,  # K; must be a multiple of the global batch size (builder.py asserts it)
-    "momentum": 0.999,  # m of the key encoder; the CIFAR demo uses 0.99
-    "temperature": None,  # v1 0.07, v2 0.2
-    "projection_dim": 128,
-    "hidden_dim": 0,  # v2 MLP hidden width; 0 = the encoder's feature width (official: dim_mlp = fc input)
-    # BN subsets per replica for the shuffling-BN emulation (CIFAR demo: --bn-splits 8); 1 = one subset
-    # per replica (on one device: plain BN, no protection against the batch-statistics leak).
-    "shuffle_bn_groups": 8,
-    "shuffle_seed": 0,
-    # Augmentation (main_moco.py); crop 0.2-1 in both versions.
-    "crop_scale": [0.2, 1.0],
-    "color_strength": 0.5,  # SimCLR strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s) = (0.4, 0.4, 0.4, 0.1)
-    "color_probability": None,  # v1 1.0 (always), v2 0.8
-    "grayscale_probability": 0.2,
-    "blur_probability": None,  # v1 0.0, v2 0.5 ("aug+"; zoo configs turn it off at 32x32)
-    "flip": True,
-}
-
+# The values that differ between the versions: an option left None takes its version's value.
 VERSION_DEFAULTS = {
     1: {"temperature": 0.07, "color_probability": 1.0, "blur_probability": 0.0},
     2: {"temperature": 0.2, "color_probability": 0.8, "blur_probability": 0.5},
 }
 
-VIEW_OPTIONS = ("crop_scale", "color_strength", "color_probability", "grayscale_probability",
-                "blur_probability", "flip")
+
+@dataclasses.dataclass(frozen=True)
+class MoCoOptions(ViewOptions):
+    """MoCo v1/v2's hyperparameters (card ## 9: builder.py / main_moco.py) and its view augmentation.
+
+    None (temperature, color_probability, blur_probability) = the version's own value (VERSION_DEFAULTS),
+    filled in on construction, so the options a method runs with (and records) hold numbers only.
+    """
+
+    version: Literal[1, 2] = option(2, "1 (MoCo) or 2 (MoCo v2: MLP head, tau 0.2, blur)")
+    queue_size: int = option(65536, "K, keys kept as negatives; a multiple of the global batch size "
+                                    "(builder.py asserts it; the paper: 65536; CIFAR demo: 4096)", ge=1)
+    momentum: float = option(0.999, "m of the key encoder (the paper: 0.999, CIFAR demo 0.99; 0 fails to learn)",
+                             ge=0.0, le=1.0)
+    temperature: float | None = option(None, "tau of InfoNCE (None: v1 0.07, v2 0.2)", gt=0.0)
+    projection_dim: int = option(128, "output width of the projector (the paper: 128)", ge=1)
+    # Official: dim_mlp = the fc layer's input width.
+    hidden_dim: int = option(0, "v2 MLP hidden width (0 = the encoder's feature width)", ge=0)
+    # BN subsets per replica for the shuffling-BN emulation (CIFAR demo: --bn-splits 8); 1 = one subset
+    # per replica (on one device: plain BN, no protection against the batch-statistics leak).
+    shuffle_bn_groups: int = option(8, "BN subsets per replica (sslzoo.layers.shuffle_bn; CIFAR demo: 8)", ge=1)
+    shuffle_seed: int = option(0, "base of the per-step stateless seed of the key shuffle")
+    # Augmentation (main_moco.py); crop 0.2-1 in both versions. color_strength 0.5 (the shared default) is
+    # SimCLR's s: jitter (0.8s, 0.8s, 0.8s, 0.2s) = (0.4, 0.4, 0.4, 0.1).
+    crop_scale: tuple[float, float] = option(
+        (0.2, 1.0), "[low, high] range of the crop's area fraction (MoCo: 0.2-1)", gt=0.0, le=1.0)
+    color_probability: float | None = option(
+        None, "chance that an image is colour-jittered (None: v1 1.0 (always), v2 0.8)", ge=0.0, le=1.0)
+    # "aug+"; zoo configs turn it off at 32x32.
+    blur_probability: float | None = option(
+        None, "chance of a Gaussian blur (None: v1 0.0, v2 0.5)", ge=0.0, le=1.0)
+
+    def __post_init__(self):
+        require(self.version in VERSION_DEFAULTS, f"version {self.version!r}: use 1 (MoCo) or 2 (MoCo v2)")
+        for key, value in VERSION_DEFAULTS[self.version].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)  # frozen: the version's value, set once here
+        super().__post_init__()
 
 
 def _tf_variable(variable):
@@ -89,23 +106,16 @@ def momentum_copy(model: keras.Model, name: str) -> keras.Model:
     return copy
 
 
+@register_method("moco")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class MoCo(SSLMethod):
     """Momentum contrast: InfoNCE of queries against momentum-encoder keys and a FIFO queue of keys.
 
-    Args:
-        encoder: images float32 [N, S, S, 3] in [0, 1] -> features [N, D]; the query encoder, which is
-            the one evaluated and exported.
-        projector: features [N, D] -> projections [N, P] (v1: one linear layer; v2: Dense-ReLU-Dense).
-        queue_size: K, keys kept as negatives (a multiple of the global batch size).
-        momentum: m in theta_k <- m * theta_k + (1 - m) * theta_q, applied after every optimizer step.
-        temperature: tau of InfoNCE.
-        shuffle_bn_groups: BN subsets per replica (sslzoo.layers.shuffle_bn explains the choice).
-        shuffle_seed: base of the per-step stateless seed of the key shuffle.
-        version: 1 or 2 (recorded; the differences are in the projector, tau and the augmentation).
-        crop_scale, color_strength, color_probability, grayscale_probability, blur_probability, flip:
-            the view augmentation (sslzoo.augment.views.simclr_view).
-        num_classes: > 0 adds the online linear probe on the query features of view 1.
+    Args (besides the base class'):
+        projector: part features [N, D] -> projections [N, P] (v1: one linear layer; v2:
+            Dense-ReLU-Dense).
+    The encoder is the query encoder, the one evaluated and exported; the online probe reads the query
+    features of view 1. `momentum` m: theta_k <- m * theta_k + (1 - m) * theta_q after every optimizer step.
     State (tracked variables, so checkpoints and .keras files carry them): `key_encoder` and
     `key_projector` (momentum copies), `queue` float32 [K, P] of L2-normalised keys, `queue_pointer`
     int32 (the slot the next key goes to, i.e. the oldest key).
@@ -114,71 +124,38 @@ class MoCo(SSLMethod):
     Learning", arXiv 2003.04297 (2020).
     """
 
+    Options = MoCoOptions
+    parts = ("projector",)
     log_names = ("moco_top1",)
 
-    def __init__(
-        self,
-        encoder: keras.Model,
-        projector: keras.Model,
-        queue_size: int = 65536,
-        momentum: float = 0.999,
-        temperature: float = 0.2,
-        shuffle_bn_groups: int = 8,
-        shuffle_seed: int = 0,
-        version: int = 2,
-        crop_scale: Sequence[float] = (0.2, 1.0),
-        color_strength: float = 0.5,
-        color_probability: float = 0.8,
-        grayscale_probability: float = 0.2,
-        blur_probability: float = 0.5,
-        flip: bool = True,
-        num_classes: int = 0,
-        **kwargs,
-    ):
-        super().__init__(encoder, num_classes=num_classes, **kwargs)
-        self.projector = projector
-        self.queue_size = int(queue_size)
-        self.momentum = float(momentum)
-        self.temperature = float(temperature)
-        self.shuffle_bn_groups = int(shuffle_bn_groups)
-        self.shuffle_seed = int(shuffle_seed)
-        self.version = int(version)
-        self.crop_scale = [float(v) for v in crop_scale]
-        self.color_strength = float(color_strength)
-        self.color_probability = float(color_probability)
-        self.grayscale_probability = float(grayscale_probability)
-        self.blur_probability = float(blur_probability)
-        self.flip = bool(flip)
-        self.projection_dim = int(projector.output_shape[-1])
+    @classmethod
+    def default_name(cls, options):
+        return f"moco_v{options.version}"
+
+    @classmethod
+    def build_parts(cls, options, encoder, make_encoder=None):
+        return {"projector": build_projector(options, int(encoder.output_shape[-1]))}
+
+    def setup(self):
+        queue_size, projection_dim = self.options.queue_size, int(self.projector.output_shape[-1])
         # The key encoder starts as an exact copy of the query encoder (builder.py copies the params).
-        self.key_encoder = momentum_copy(encoder, "key_encoder")
-        self.key_projector = momentum_copy(projector, "key_projector")
+        self.key_encoder = momentum_copy(self.encoder, "key_encoder")
+        self.key_projector = momentum_copy(self.projector, "key_projector")
         self.queue = self.add_weight(
-            shape=(self.queue_size, self.projection_dim), initializer="zeros", dtype="float32",
+            shape=(queue_size, projection_dim), initializer="zeros", dtype="float32",
             trainable=False, autocast=False, name="queue",
         )
         # builder.py starts from random unit vectors (randn, normalized along the feature axis).
-        initial = tf.random.stateless_normal([self.queue_size, self.projection_dim], seed=[self.shuffle_seed, 1])
+        initial = tf.random.stateless_normal([queue_size, projection_dim], seed=[self.options.shuffle_seed, 1])
         self.queue.assign(tf.math.l2_normalize(initial, axis=1))
         self.queue_pointer = self.add_weight(
             shape=(), initializer="zeros", dtype="int32", trainable=False, name="queue_pointer"
         )
-        self.built = True  # every part above is built
 
     # --- the two encoders -------------------------------------------------------------------------
     def augment(self, images, labels, seed):
-        view_1, view_2 = two_views(images, seed, **self.view_options())
+        view_1, view_2 = two_views(images, seed, **self.options.as_kwargs())
         return {"images": images, "view_1": view_1, "view_2": view_2, "labels": labels}
-
-    def view_options(self) -> dict:
-        return {
-            "crop_scale": tuple(self.crop_scale),
-            "color_strength": self.color_strength,
-            "color_probability": self.color_probability,
-            "grayscale_probability": self.grayscale_probability,
-            "blur_probability": self.blur_probability,
-            "flip": self.flip,
-        }
 
     def compute_queries(self, images, training):
         """(features [B, D], projections [B, P]) of the query encoder; BN per group in training."""
@@ -187,7 +164,7 @@ class MoCo(SSLMethod):
             features = self.encoder(x, training=training)
             return features, self.projector(features, training=training)
 
-        groups = self.shuffle_bn_groups if training else 1
+        groups = self.options.shuffle_bn_groups if training else 1
         return grouped_call(query_net, images, groups)
 
     def compute_keys(self, images, training):
@@ -203,7 +180,8 @@ class MoCo(SSLMethod):
             return tf.math.l2_normalize(tf.cast(projections, tf.float32), axis=1)
 
         if training:
-            local, everything = shuffled_grouped_call(key_net, images, self.shuffle_bn_groups, self._shuffle_seed())
+            local, everything = shuffled_grouped_call(
+                key_net, images, self.options.shuffle_bn_groups, self._shuffle_seed())
         else:
             local = key_net(images)
             everything = all_gather_batch(local)
@@ -213,7 +191,7 @@ class MoCo(SSLMethod):
         # Identical on every replica (all replicas must draw the same permutation) and reproducible on
         # resume: the optimizer's step counter is in the checkpoint.
         step = self.optimizer.iterations if getattr(self, "optimizer", None) is not None else 0
-        return tf.stack([tf.constant(self.shuffle_seed, tf.int32), tf.cast(step, tf.int32)])
+        return tf.stack([tf.constant(self.options.shuffle_seed, tf.int32), tf.cast(step, tf.int32)])
 
     # --- loss and the MoCo step ---------------------------------------------------------------------
     def compute_loss_and_logs(self, data, training, keys=None):
@@ -222,10 +200,9 @@ class MoCo(SSLMethod):
         features, queries = self.compute_queries(data["view_1"], training)
         # M1 Eq. 1: the positive at logit 0, the K queued keys as negatives (read before this step's
         # enqueue, so no key of the current batch is its own negative).
-        loss, logits, labels = info_nce(queries, keys, tf.stop_gradient(self.queue), self.temperature)
+        loss, logits, labels = info_nce(queries, keys, tf.stop_gradient(self.queue), self.options.temperature)
         logs = {"loss": loss, "moco_top1": top1(logits, labels)}
-        if self.probe is not None and "labels" in data:
-            loss = loss + self.online_probe(features, data["labels"], logs)
+        loss = self.add_probe_loss(loss, features, data, logs)
         return loss, logs
 
     def train_step(self, data):
@@ -235,10 +212,7 @@ class MoCo(SSLMethod):
         keys, global_keys = self.compute_keys(data["view_2"], training=True)
         with tf.GradientTape() as tape:
             loss, logs = self.compute_loss_and_logs(data, training=True, keys=keys)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+        self.apply_gradients(tape, loss, self.trainable_variables)
         # Algorithm 1 order: update f_q, then f_k by momentum, then enqueue this batch's keys.
         self.momentum_update()
         self.enqueue(global_keys)
@@ -259,7 +233,7 @@ class MoCo(SSLMethod):
 
     def momentum_update(self) -> None:
         """theta_k <- m * theta_k + (1 - m) * theta_q (M1 Eq. 2), for every pair of parameters."""
-        m = self.momentum
+        m = self.options.momentum
         updates = []
         for key, query in self.momentum_pairs():
             value = m * tf.convert_to_tensor(key) + (1.0 - m) * tf.convert_to_tensor(query)
@@ -275,8 +249,9 @@ class MoCo(SSLMethod):
         keys = tf.cast(keys, tf.float32)
         count = tf.shape(keys)[0]
         pointer = tf.convert_to_tensor(self.queue_pointer)
-        indices = (pointer + tf.range(count)) % self.queue_size
-        new_pointer = (pointer + count) % self.queue_size
+        queue_size = self.options.queue_size
+        indices = (pointer + tf.range(count)) % queue_size
+        new_pointer = (pointer + count) % queue_size
         update_replicated([
             (self.queue, lambda variable, rows, where: variable.scatter_update(tf.IndexedSlices(rows, where)),
              (keys, indices)),
@@ -286,25 +261,26 @@ class MoCo(SSLMethod):
     def check_batch(self, view: tf.Tensor) -> None:
         """Fails clearly (at trace time when the batch size is static) on batch sizes MoCo cannot use."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        queue_size, groups = self.options.queue_size, self.options.shuffle_bn_groups
         local = view.shape[0]
         if local is None:
             global_batch = tf.shape(view)[0] * replicas
             tf.debugging.assert_equal(
-                self.queue_size % global_batch, 0,
+                queue_size % global_batch, 0,
                 message="method.options.queue_size must be a multiple of the global batch size",
             )
             return
         global_batch = local * replicas
-        if self.queue_size % global_batch:
+        if queue_size % global_batch:
             raise ConfigError(
-                f"method.options.queue_size {self.queue_size} is not a multiple of the global batch size "
+                f"method.options.queue_size {queue_size} is not a multiple of the global batch size "
                 f"{global_batch} ({local} x {replicas} replicas); MoCo replaces whole batches of keys "
                 f"(builder.py asserts K % batch == 0): use e.g. "
-                f"{max(1, round(self.queue_size / global_batch)) * global_batch}"
+                f"{max(1, round(queue_size / global_batch)) * global_batch}"
             )
-        if local % self.shuffle_bn_groups:
+        if local % groups:
             raise ConfigError(
-                f"method.options.shuffle_bn_groups {self.shuffle_bn_groups} does not divide the per-replica "
+                f"method.options.shuffle_bn_groups {groups} does not divide the per-replica "
                 f"batch {local}; use a divisor of it (e.g. 8 for batches that are multiples of 8)"
             )
 
@@ -316,100 +292,20 @@ class MoCo(SSLMethod):
         view_1, view_2 = data["view_1"][:count], data["view_2"][:count]
         keys, _ = self.compute_keys(view_2, training=False)
         _, queries = self.compute_queries(view_1, training=False)
-        _, logits, _ = info_nce(queries, keys, self.queue, self.temperature)
+        temperature = self.options.temperature
+        _, logits, _ = info_nce(queries, keys, self.queue, temperature)
         logits = logits.numpy()
         ranks = 1 + np.sum(logits[:, 1:] >= logits[:, :1], axis=1)
-        cosines = logits[:, 0] * self.temperature
+        cosines = logits[:, 0] * temperature
         captions = [[""] * count, [""] * count, [f"cos {c:.2f} rank {r}" for c, r in zip(cosines, ranks)]]
         rows = [("image", data["images"][:count].numpy()), ("view 1 (query)", view_1.numpy()),
                 ("view 2 (key)", view_2.numpy())]
-        title = f"MoCo v{self.version}: rank of the positive key among {self.queue_size + 1} candidates"
+        title = (f"MoCo v{self.options.version}: rank of the positive key among "
+                 f"{self.options.queue_size + 1} candidates")
         return [save_image_grid(Path(run_dir) / "moco_views.png", rows, captions=captions, title=title)]
 
-    # --- serialization ------------------------------------------------------------------------------
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "projector": keras.saving.serialize_keras_object(self.projector),
-            "queue_size": self.queue_size,
-            "momentum": self.momentum,
-            "temperature": self.temperature,
-            "shuffle_bn_groups": self.shuffle_bn_groups,
-            "shuffle_seed": self.shuffle_seed,
-            "version": self.version,
-            "crop_scale": self.crop_scale,
-            "color_strength": self.color_strength,
-            "color_probability": self.color_probability,
-            "grayscale_probability": self.grayscale_probability,
-            "blur_probability": self.blur_probability,
-            "flip": self.flip,
-        }
 
-    @classmethod
-    def nested_models(cls):
-        return ("encoder", "projector")
-
-
-def resolve_options(options: dict) -> dict:
-    """`method.options` merged over DEFAULTS, version defaults filled in, every value checked."""
-    options = check_options("moco", options, DEFAULTS)
-    version = options["version"]
-    if version not in VERSION_DEFAULTS:
-        raise ConfigError(f"method.options.version {version!r} for moco: use 1 (MoCo) or 2 (MoCo v2)")
-    for key, value in VERSION_DEFAULTS[version].items():
-        if options[key] is None:
-            options[key] = value
-        elif isinstance(options[key], bool) or not isinstance(options[key], (int, float)):
-            raise ConfigError(f"method.options.{key} for moco: expected a number, got {options[key]!r}")
-    checks = [
-        (options["queue_size"] >= 1, "queue_size must be >= 1 (the paper: 65536; CIFAR demo: 4096)"),
-        (0.0 <= options["momentum"] <= 1.0, "momentum must be in [0, 1] (the paper: 0.999; 0 fails to learn)"),
-        (options["temperature"] > 0, "temperature must be > 0 (v1 0.07, v2 0.2)"),
-        (options["projection_dim"] >= 1, "projection_dim must be >= 1 (the paper: 128)"),
-        (options["hidden_dim"] >= 0, "hidden_dim must be >= 0 (0 = the encoder's feature width)"),
-        (options["shuffle_bn_groups"] >= 1, "shuffle_bn_groups must be >= 1 (CIFAR demo: 8)"),
-        (len(options["crop_scale"]) == 2 and 0 < options["crop_scale"][0] <= options["crop_scale"][1] <= 1,
-         "crop_scale must be [low, high] with 0 < low <= high <= 1 (MoCo: [0.2, 1.0])"),
-        (options["color_strength"] >= 0, "color_strength must be >= 0"),
-    ]
-    for key in ("color_probability", "grayscale_probability", "blur_probability"):
-        checks.append((0.0 <= options[key] <= 1.0, f"{key} must be in [0, 1]"))
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"method.options.{message}; got {_mentioned(message, options)}")
-    return options
-
-
-def _mentioned(message: str, options: dict):
-    return options[message.split(" ", 1)[0]]
-
-
-def build_projector(options: dict, feature_dim: int) -> keras.Model:
+def build_projector(options: MoCoOptions, feature_dim: int) -> keras.Model:
     """v1: the fc layer replaced by a 128-d linear output; v2: Dense-ReLU-Dense (no BN, as main_moco --mlp)."""
-    hidden = [options["hidden_dim"] or feature_dim] if options["version"] == 2 else []
-    return mlp_head(feature_dim, hidden, options["projection_dim"], batch_norm=False, name="projector")
-
-
-@register_method("moco")
-def build_moco(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> MoCo:
-    """Builds MoCo v1 or v2 from `method.options` (see DEFAULTS)."""
-    options = resolve_options(options)
-    projector = build_projector(options, int(encoder.output_shape[-1]))
-    return MoCo(
-        encoder,
-        projector,
-        queue_size=options["queue_size"],
-        momentum=float(options["momentum"]),
-        temperature=float(options["temperature"]),
-        shuffle_bn_groups=options["shuffle_bn_groups"],
-        shuffle_seed=options["shuffle_seed"],
-        version=options["version"],
-        crop_scale=[float(v) for v in options["crop_scale"]],
-        color_strength=float(options["color_strength"]),
-        color_probability=float(options["color_probability"]),
-        grayscale_probability=float(options["grayscale_probability"]),
-        blur_probability=float(options["blur_probability"]),
-        flip=options["flip"],
-        num_classes=num_classes,
-        name=f"moco_v{options['version']}",
-    )
+    hidden = [options.hidden_dim or feature_dim] if options.version == 2 else []
+    return mlp_head(feature_dim, hidden, options.projection_dim, batch_norm=False, name="projector")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Sequence
 
@@ -9,76 +10,64 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sslzoo.augment.views import two_views
-from sslzoo.config import ConfigError
+from sslzoo.augment.views import ViewOptions, two_views
+from sslzoo.config import option
 from sslzoo.heads import mlp_head
 from sslzoo.losses import nt_xent
-from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.methods.base import SSLMethod, top1
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
-DEFAULTS = {
+
+@dataclasses.dataclass(frozen=True)
+class SimCLROptions(ViewOptions):
+    """SimCLR's hyperparameters; the view augmentation (crop_scale ... flip) comes from `ViewOptions`."""
+
     # CIFAR (paper B.9 and the official README's CIFAR recipe): tau 0.5, colour strength 0.5, no blur.
-    "temperature": 0.5,
+    temperature: float = option(0.5, "tau of NT-Xent", gt=0.0)
     # The paper's head g(h) = W2 ReLU(W1 h): hidden width = the encoder's feature width (2048 for a
     # ResNet-50; 0 means "the encoder's"), 128-d output.
-    "projection_hidden": 0,
-    "projection_dim": 128,
-    "projection_batch_norm": True,  # BN after the hidden layer, as the official code's head
-    "crop_scale": [0.08, 1.0],
-    "color_strength": 0.5,
-    "color_probability": 0.8,
-    "grayscale_probability": 0.2,
-    "blur_probability": 0.0,  # 0.5 for images of 96 px and more (ImageNet); off on CIFAR (B.9)
-    "flip": True,
+    projection_hidden: int = option(0, "hidden width of the projection head (0 = the encoder's feature width)", ge=0)
+    projection_dim: int = option(128, "output width of the projection head", ge=1)
+    projection_batch_norm: bool = option(True, "BN after the hidden layer, as the official code's head")
     # Global BN (paper 2.2): with more than one replica, BN statistics are all-reduced across replicas so
     # the two views of an image (always on the same replica) cannot leak through per-replica statistics.
-    "global_bn": True,
-}
-
-AUGMENT_KEYS = (
-    "crop_scale", "color_strength", "color_probability", "grayscale_probability", "blur_probability", "flip",
-)
+    global_bn: bool = option(True, "all-reduce BN statistics across replicas")
 
 
+@register_method("simclr")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class SimCLR(SSLMethod):
     """SimCLR: encoder f, projection head g, NT-Xent over the 2N views of a batch.
 
-    Args:
-        encoder: images float32 [N, S, S, 3] in [0, 1] -> features h [N, D] (what is evaluated/exported).
-        projector: model h [N, D] -> projections z [N, P]; discarded after training (paper 2.1).
-        temperature: tau of NT-Xent.
-        augmentation: keyword arguments of `sslzoo.augment.views.simclr_view` (crop_scale,
-            color_strength, color_probability, grayscale_probability, blur_probability, flip).
-        num_classes: > 0 adds the online linear probe (on the first view's detached features).
-    Under `tf.distribute`, negatives come from the global batch (`nt_xent` all-gathers), so training
-    on R replicas is training on one device with the same global batch.
+    Args (besides the base class'):
+        projector: part h [N, D] -> projections z [N, P]; discarded after training (paper 2.1).
+    The online probe reads the first view's detached features. Under `tf.distribute`, negatives come
+    from the global batch (`nt_xent` all-gathers), so training on R replicas is training on one device
+    with the same global batch.
     Reference: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
     Representations", ICML 2020.
     """
 
+    Options = SimCLROptions
+    parts = ("projector",)
     log_names = ("contrastive_top1",)
 
-    def __init__(
-        self,
-        encoder: keras.Model,
-        projector: keras.Model,
-        temperature: float = 0.5,
-        augmentation: dict | None = None,
-        num_classes: int = 0,
-        **kwargs,
-    ):
-        super().__init__(encoder, num_classes=num_classes, **kwargs)
-        self.projector = projector
-        self.temperature = float(temperature)
-        self.augmentation = dict(augmentation or {})
-        if "crop_scale" in self.augmentation:
-            self.augmentation["crop_scale"] = [float(v) for v in self.augmentation["crop_scale"]]
-        self.built = True  # encoder and projector are built functional models
+    @classmethod
+    def build_parts(cls, options, encoder, make_encoder=None):
+        feature_dim = int(encoder.output_shape[-1])
+        projector = mlp_head(
+            feature_dim, [options.projection_hidden or feature_dim], options.projection_dim,
+            batch_norm=options.projection_batch_norm, name="projector",
+        )
+        if options.global_bn:
+            # Flags the encoder's and the projector's BN layers (saved in their configs, so a loaded
+            # method keeps them).
+            use_global_batch_norm([encoder, projector])
+        return {"projector": projector}
 
     def augment(self, images, labels, seed):
-        view_1, view_2 = two_views(images, seed, **self.augmentation)
+        view_1, view_2 = two_views(images, seed, **self.options.as_kwargs())
         # "images" (unaugmented) is what callers look at; the loss only uses the views.
         return {"images": images, "view_1": view_1, "view_2": view_2, "labels": labels}
 
@@ -95,10 +84,9 @@ class SimCLR(SSLMethod):
 
     def compute_loss_and_logs(self, data, training):
         features, z_1, z_2 = self.embed(data["view_1"], data["view_2"], training)
-        loss, logits, labels = nt_xent(z_1, z_2, self.temperature)
+        loss, logits, labels = nt_xent(z_1, z_2, self.options.temperature)
         logs = {"loss": loss, "contrastive_top1": top1(logits, labels)}
-        if self.probe is not None and "labels" in data:
-            loss = loss + self.online_probe(features, data["labels"], logs)
+        loss = self.add_probe_loss(loss, features, data, logs)
         return loss, logs
 
     def save_pictures(self, data, run_dir: Path) -> List[str]:
@@ -108,7 +96,7 @@ class SimCLR(SSLMethod):
         _, z_1, z_2 = self.embed(data["view_1"], data["view_2"], training=False)
         z_1 = tf.math.l2_normalize(tf.cast(z_1, tf.float32), -1).numpy()
         z_2 = tf.math.l2_normalize(tf.cast(z_2, tf.float32), -1).numpy()
-        _, logits, labels = nt_xent(z_1, z_2, self.temperature, cross_replica=False)
+        _, logits, labels = nt_xent(z_1, z_2, self.options.temperature, cross_replica=False)
         found = np.argmax(logits.numpy(), axis=-1) == labels.numpy()
         n = len(z_1)
         similarity = np.sum(z_1 * z_2, axis=-1)
@@ -131,18 +119,6 @@ class SimCLR(SSLMethod):
         )
         return [name]
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "projector": keras.saving.serialize_keras_object(self.projector),
-            "temperature": self.temperature,
-            "augmentation": self.augmentation,
-        }
-
-    @classmethod
-    def nested_models(cls):
-        return ("encoder", "projector")
-
 
 def use_global_batch_norm(models: Sequence[keras.Model]) -> None:
     """Makes every BatchNormalization in `models` all-reduce its batch statistics across replicas.
@@ -164,52 +140,3 @@ def _all_layers(models):
             yield layer
             if hasattr(layer, "layers"):  # a nested model or block
                 yield from _all_layers([layer])
-
-
-def _check(options: dict) -> None:
-    if not options["temperature"] > 0:
-        raise ConfigError(f"method.options.temperature for simclr must be > 0, got {options['temperature']}")
-    low_high = options["crop_scale"]
-    if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
-        raise ConfigError(
-            f"method.options.crop_scale for simclr: need [low, high] with 0 < low <= high <= 1 (paper: "
-            f"[0.08, 1.0]), got {low_high}"
-        )
-    for key in ("color_probability", "grayscale_probability", "blur_probability"):
-        if not 0 <= options[key] <= 1:
-            raise ConfigError(f"method.options.{key} for simclr must be in [0, 1], got {options[key]}")
-    if options["color_strength"] < 0:
-        raise ConfigError(f"method.options.color_strength for simclr must be >= 0, got {options['color_strength']}")
-    if options["projection_dim"] < 1 or options["projection_hidden"] < 0:
-        raise ConfigError(
-            "method.options.projection_dim must be >= 1 and projection_hidden >= 0 (0 = the encoder's "
-            f"feature width), got {options['projection_dim']} and {options['projection_hidden']}"
-        )
-
-
-@register_method("simclr")
-def build_simclr(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> SimCLR:
-    """Builds SimCLR from `method.options` (see DEFAULTS)."""
-    options = check_options("simclr", options, DEFAULTS)
-    _check(options)
-    feature_dim = int(encoder.output_shape[-1])
-    hidden = int(options["projection_hidden"]) or feature_dim
-    projector = mlp_head(
-        feature_dim, [hidden], int(options["projection_dim"]),
-        batch_norm=bool(options["projection_batch_norm"]), name="projector",
-    )
-    if options["global_bn"]:
-        use_global_batch_norm([encoder, projector])
-    augmentation = {key: options[key] for key in AUGMENT_KEYS}
-    augmentation["crop_scale"] = [float(v) for v in augmentation["crop_scale"]]
-    for key in ("color_strength", "color_probability", "grayscale_probability", "blur_probability"):
-        augmentation[key] = float(augmentation[key])
-    augmentation["flip"] = bool(augmentation["flip"])
-    return SimCLR(
-        encoder,
-        projector,
-        temperature=float(options["temperature"]),
-        augmentation=augmentation,
-        num_classes=num_classes,
-        name="simclr",
-    )

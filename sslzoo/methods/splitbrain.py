@@ -11,6 +11,7 @@ and its "features" their global average, i.e. the concatenation of both halves' 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,33 +20,39 @@ import tensorflow as tf
 
 from sslzoo.backbones import FEATURE_MAP, FEATURES
 from sslzoo.color import lab_to_rgb, quantize, rgb_to_lab
-from sslzoo.config import ConfigError
-from sslzoo.methods.base import SSLMethod, check_options, top1
+from sslzoo.config import ConfigError, option
+from sslzoo.methods.base import SSLMethod, top1
 from sslzoo.pictures import save_image_grid
 from sslzoo.methods.colorization import (
     L_CENTER,
     L_SCALE,
     as_normalized_input,
     augment_images,
-    check_colour_options,
+    check_prediction_stride,
     combine_l_ab,
     subsample,
     upsampling_head,
 )
 from sslzoo.registry import register_method
 
-DEFAULTS = {
-    "sub_width": 0.5,  # each sub-network's width as a fraction of the configured encoder's (paper: 1/2)
-    "grid_size": 10,  # L -> ab: the colorization ab bins (paper: 313 bins on a 10x10 grid; 261 for sRGB here)
-    "l_bins": 50,  # ab -> L: L in [0, 100] as 50 bins of width 2 (paper)
-    "prediction_stride": 4,  # predict at 1/4 resolution (paper: 12x12 from 180x180 crops)
-    "head_width": 64,
-    "ab_loss_weight": 1.0,  # paper (Lab): equal weights; its RGB-D variant weights one side 200x
-    "l_loss_weight": 1.0,
-    "temperature": 0.38,  # annealed mean of the predicted ab, for the pictures only
-    "crop_padding": 0,
-    "flip": True,
-}
+
+@dataclasses.dataclass(frozen=True)
+class SplitBrainOptions:
+    sub_width: float = option(0.5, "each sub-network's width as a fraction of the configured encoder's "
+                                   "(paper: 1/2)", gt=0, le=1)
+    # The colorization ab bins (paper: 313 bins on a 10x10 grid; 261 for sRGB here).
+    grid_size: int = option(10, "L -> ab: ab cell size of the colour bins (paper: 10)", gt=0)
+    l_bins: int = option(50, "ab -> L: L in [0, 100] as this many bins (paper: 50 bins of width 2)", ge=2)
+    # Paper: 12x12 from 180x180 crops; must divide the image size.
+    prediction_stride: int = option(4, "predict at 1/stride resolution (paper: 4)", gt=0)
+    head_width: int = option(64, "width of the two upsampling heads", gt=0)
+    # Paper (Lab): equal weights; its RGB-D variant weights one side 200x.
+    ab_loss_weight: float = option(1.0, "weight of the L -> ab cross-entropy", ge=0)
+    l_loss_weight: float = option(1.0, "weight of the ab -> L cross-entropy", ge=0)
+    temperature: float = option(0.38, "annealed mean of the predicted ab, for the pictures only", gt=0)
+    crop_padding: int = option(0, "random-crop padding in pixels (0 disables)", ge=0)
+    flip: bool = option(True, "random horizontal flips")
+
 
 # ab enters its network as ab / 50 (sRGB's a, b stay within about +-110), with a third, all-zero channel.
 AB_SCALE = 50.0
@@ -78,63 +85,56 @@ def splitbrain_encoder(l_encoder: keras.Model, ab_encoder: keras.Model,
     return keras.Model(inputs, features, name=name)
 
 
+@register_method("splitbrain")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class SplitBrain(SSLMethod):
     """Split-brain autoencoder (cl, cl): F1 classifies ab from L, F2 classifies L from ab.
 
-    Args:
-        encoder: `splitbrain_encoder`: RGB [N, S, S, 3] in [0, 1] -> [F1(L), F2(ab)] pooled features; its
-            "feature_map" layer concatenates the two halves' maps (the first input is F1's).
-        ab_head: F1's feature map -> ab-bin logits [N, S / stride, S / stride, Q].
-        l_head: F2's feature map -> L-bin logits [N, S / stride, S / stride, l_bins].
-        grid_size, l_bins, prediction_stride, ab_loss_weight, l_loss_weight, temperature, crop_padding,
-            flip: see DEFAULTS.
-        num_classes: > 0 adds the online linear probe on the joint features.
+    Args (besides the base class'):
+        encoder: `splitbrain_encoder` of two `sub_width` copies of the configured encoder (built by
+            `build_parts` through `make_encoder`): RGB [N, S, S, 3] in [0, 1] -> [F1(L), F2(ab)] pooled
+            features; its "feature_map" layer concatenates the two halves' maps (the first input is F1's).
+        ab_head: part mapping F1's feature map to ab-bin logits [N, S / stride, S / stride, Q].
+        l_head: part mapping F2's feature map to L-bin logits [N, S / stride, S / stride, l_bins].
     Reference: Zhang, Isola, Efros, "Split-Brain Autoencoders: Unsupervised Learning by Cross-Channel
     Prediction", CVPR 2017.
     """
 
+    Options = SplitBrainOptions
+    parts = ("ab_head", "l_head")
     log_names = ("ab_ce", "l_ce", "ab_top1", "l_top1")
 
-    def __init__(
-        self,
-        encoder: keras.Model,
-        ab_head: keras.Model,
-        l_head: keras.Model,
-        grid_size: int = 10,
-        l_bins: int = 50,
-        prediction_stride: int = 4,
-        ab_loss_weight: float = 1.0,
-        l_loss_weight: float = 1.0,
-        temperature: float = 0.38,
-        crop_padding: int = 0,
-        flip: bool = True,
-        num_classes: int = 0,
-        **kwargs,
-    ):
-        super().__init__(encoder, num_classes=num_classes, **kwargs)
-        self.ab_head = ab_head
-        self.l_head = l_head
-        self.grid_size = int(grid_size)
-        self.l_bins = int(l_bins)
-        self.prediction_stride = int(prediction_stride)
-        self.ab_loss_weight = float(ab_loss_weight)
-        self.l_loss_weight = float(l_loss_weight)
-        self.temperature = float(temperature)
-        self.crop_padding = int(crop_padding)
-        self.flip = bool(flip)
-        self.centers = quantize.ab_bins(self.grid_size)
-        l_map, ab_map = encoder.get_layer(FEATURE_MAP).input
-        self.backbone = keras.Model(encoder.inputs, [l_map, ab_map, encoder.outputs[0]], name="backbone")
-        self.built = True
+    @classmethod
+    def resolve_options(cls, options, encoder):
+        check_prediction_stride("splitbrain", options.prediction_stride, int(encoder.input_shape[1]))
+        return options
+
+    @classmethod
+    def build_parts(cls, options, encoder, make_encoder=None):
+        l_encoder, ab_encoder = half_width_encoders(encoder, make_encoder, options.sub_width)
+        joint = splitbrain_encoder(l_encoder, ab_encoder)
+        l_map, ab_map = joint.get_layer(FEATURE_MAP).input
+        output_size = int(encoder.input_shape[1]) // options.prediction_stride
+        num_ab = len(quantize.ab_bins(options.grid_size))
+        return {
+            "encoder": joint,
+            "ab_head": upsampling_head(l_map.shape[1:], output_size, num_ab, options.head_width, name="ab_head"),
+            "l_head": upsampling_head(ab_map.shape[1:], output_size, options.l_bins, options.head_width,
+                                      name="l_head"),
+        }
+
+    def setup(self):
+        self.centers = quantize.ab_bins(self.options.grid_size)
+        l_map, ab_map = self.encoder.get_layer(FEATURE_MAP).input
+        self.backbone = keras.Model(self.encoder.inputs, [l_map, ab_map, self.encoder.outputs[0]], name="backbone")
 
     def augment(self, images, labels, seed):
-        images = augment_images(images, seed, self.crop_padding, self.flip)
-        lab = rgb_to_lab(subsample(images, self.prediction_stride))
+        images = augment_images(images, seed, self.options.crop_padding, self.options.flip)
+        lab = rgb_to_lab(subsample(images, self.options.prediction_stride))
         return {
             "images": images,
             "ab_targets": quantize.nearest_bin(lab[..., 1:], self.centers),
-            "l_targets": quantize.lightness_bin(lab[..., 0], self.l_bins),
+            "l_targets": quantize.lightness_bin(lab[..., 0], self.options.l_bins),
             "labels": labels,
         }
 
@@ -153,14 +153,13 @@ class SplitBrain(SSLMethod):
             keras.losses.sparse_categorical_crossentropy(ab_targets, ab_logits, from_logits=True))
         l_ce = tf.reduce_mean(
             keras.losses.sparse_categorical_crossentropy(l_targets, l_logits, from_logits=True))
-        loss = self.ab_loss_weight * ab_ce + self.l_loss_weight * l_ce
+        loss = self.options.ab_loss_weight * ab_ce + self.options.l_loss_weight * l_ce
         logs = {
             "loss": loss, "ab_ce": ab_ce, "l_ce": l_ce,
             "ab_top1": top1(tf.reshape(ab_logits, [-1, len(self.centers)]), tf.reshape(ab_targets, [-1])),
-            "l_top1": top1(tf.reshape(l_logits, [-1, self.l_bins]), tf.reshape(l_targets, [-1])),
+            "l_top1": top1(tf.reshape(l_logits, [-1, self.options.l_bins]), tf.reshape(l_targets, [-1])),
         }
-        if self.probe is not None and "labels" in data:
-            loss = loss + self.online_probe(features, data["labels"], logs)
+        loss = self.add_probe_loss(loss, features, data, logs)
         return loss, logs
 
     def save_pictures(self, data, run_dir):
@@ -168,9 +167,9 @@ class SplitBrain(SSLMethod):
         lab = rgb_to_lab(images)
         l_true, ab_true = lab[..., 0:1], lab[..., 1:]
         ab_logits, l_logits, _ = self.predict_logits(images)
-        ab_pred = quantize.annealed_mean_from_logits(ab_logits, self.centers, self.temperature)
+        ab_pred = quantize.annealed_mean_from_logits(ab_logits, self.centers, self.options.temperature)
         # The expected L (T = 1): the L classes are ordered, their mean is the regression estimate.
-        l_pred = quantize.annealed_mean_from_logits(l_logits, quantize.lightness_centers(self.l_bins), 1.0)
+        l_pred = quantize.annealed_mean_from_logits(l_logits, quantize.lightness_centers(self.options.l_bins), 1.0)
         l_pred = tf.image.resize(l_pred, tf.shape(images)[1:3], method="bilinear")
         grey = lambda l_channel: lab_to_rgb(tf.concat([l_channel, tf.zeros_like(ab_true)], -1))  # noqa: E731
         rows = [
@@ -182,25 +181,6 @@ class SplitBrain(SSLMethod):
         ]
         return [save_image_grid(Path(run_dir) / "splitbrain.png", rows,
                                 title="split-brain: ab predicted from L (annealed mean), L predicted from ab")]
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "ab_head": keras.saving.serialize_keras_object(self.ab_head),
-            "l_head": keras.saving.serialize_keras_object(self.l_head),
-            "grid_size": self.grid_size,
-            "l_bins": self.l_bins,
-            "prediction_stride": self.prediction_stride,
-            "ab_loss_weight": self.ab_loss_weight,
-            "l_loss_weight": self.l_loss_weight,
-            "temperature": self.temperature,
-            "crop_padding": self.crop_padding,
-            "flip": self.flip,
-        }
-
-    @classmethod
-    def nested_models(cls):
-        return ("encoder", "ab_head", "l_head")
 
 
 def half_width_encoders(encoder: keras.Model, make_encoder: Optional[Callable[..., keras.Model]],
@@ -224,38 +204,3 @@ def half_width_encoders(encoder: keras.Model, make_encoder: Optional[Callable[..
         ) from error
     width = float(encoder.output_shape[-1]) / float(unit.output_shape[-1]) * fraction
     return make_encoder(width=width), make_encoder(width=width)
-
-
-@register_method("splitbrain")
-def build_splitbrain(options: dict, encoder: keras.Model, num_classes: int = 0, make_encoder=None) -> SplitBrain:
-    """Builds split-brain from `method.options` (see DEFAULTS) with two sub-networks from `make_encoder`."""
-    options = check_options("splitbrain", options, DEFAULTS)
-    image_size = int(encoder.input_shape[1])
-    check_colour_options("splitbrain", options, image_size)
-    if not 0.0 < options["sub_width"] <= 1.0:
-        raise ConfigError(f"method.options.sub_width {options['sub_width']}: must be in (0, 1] (paper: 0.5)")
-    if options["l_bins"] < 2:
-        raise ConfigError(f"method.options.l_bins {options['l_bins']}: need at least 2 (paper: 50)")
-    for key in ("ab_loss_weight", "l_loss_weight"):
-        if options[key] < 0:
-            raise ConfigError(f"method.options.{key} {options[key]}: must be >= 0")
-    l_encoder, ab_encoder = half_width_encoders(encoder, make_encoder, float(options["sub_width"]))
-    joint = splitbrain_encoder(l_encoder, ab_encoder)
-    l_map, ab_map = joint.get_layer(FEATURE_MAP).input
-    output_size = image_size // options["prediction_stride"]
-    num_ab = len(quantize.ab_bins(options["grid_size"]))
-    return SplitBrain(
-        joint,
-        upsampling_head(l_map.shape[1:], output_size, num_ab, options["head_width"], name="ab_head"),
-        upsampling_head(ab_map.shape[1:], output_size, options["l_bins"], options["head_width"], name="l_head"),
-        grid_size=options["grid_size"],
-        l_bins=options["l_bins"],
-        prediction_stride=options["prediction_stride"],
-        ab_loss_weight=float(options["ab_loss_weight"]),
-        l_loss_weight=float(options["l_loss_weight"]),
-        temperature=float(options["temperature"]),
-        crop_padding=options["crop_padding"],
-        flip=options["flip"],
-        num_classes=num_classes,
-        name="splitbrain",
-    )

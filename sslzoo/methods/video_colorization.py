@@ -14,8 +14,9 @@ crop window over the image (the card's CIFAR suggestion: a changed task, not a r
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import keras
 import numpy as np
@@ -24,32 +25,40 @@ import tensorflow as tf
 from sslzoo.augment import split_seed
 from sslzoo.backbones import FEATURE_MAP, FEATURES, feature_map_model
 from sslzoo.color import lightness, rgb_to_lab
-from sslzoo.config import ConfigError
-from sslzoo.methods.base import SSLMethod, check_options
+from sslzoo.config import ConfigError, option
+from sslzoo.files import atomic_write
+from sslzoo.methods.base import SSLMethod, require
 from sslzoo.registry import register_method
 from sslzoo.video.kmeans import assign_tf, fit_kmeans
 from sslzoo.video.propagation import DOT, attention, copy_labels
 
-DEFAULTS = {
+
+@dataclasses.dataclass(frozen=True)
+class VideoColorizationOptions:
     # The paper: 16 colour clusters (k-means in Lab's ab), 3 reference frames + 1 target.
-    "num_colors": 16,
-    "num_references": 3,
-    # Softmax temperature of A during training; the paper's A_ij = exp(f_i.f_j) / sum_k exp(f_k.f_j) is 1.
-    "temperature": 1.0,
+    num_colors: int = option(16, "colour clusters K (paper: 16)", ge=2)
+    num_references: int = option(3, "reference frames per clip; clips hold num_references + 1 frames, the "
+                                    "target last (paper: 3)", ge=1)
+    # The paper's A_ij = exp(f_i.f_j) / sum_k exp(f_k.f_j) is temperature 1.
+    temperature: float = option(1.0, "softmax temperature of the attention A during training", gt=0)
     # "dot" (the paper) or "cosine" (L2-normalised embeddings; the temperature then sets the sharpness).
-    "similarity": "dot",
-    # Softmax temperature of A when propagating masks for evaluation (the tracker); sharper than training
-    # helps on our clips (the paper's test-time value is not verified).
-    "propagation_temperature": 1.0,
-    # Width of the per-location embedding (a 1x1 conv on the encoder's feature map); 0 = the feature map.
-    "embedding_dim": 64,
-    # Pseudo-clips from single images: largest crop-window motion per frame, as a fraction of the side.
-    "pseudo_clip_motion": 0.08,
-    # k-means: ab of at most this many training pixels, seeded.
-    "kmeans_pixels": 100000,
-    "kmeans_seed": 0,
-}
-SIMILARITIES = ("dot", "cosine")
+    similarity: Literal["dot", "cosine"] = option("dot", "similarity of embeddings in the attention")
+    # Sharper than training helps on our clips (the paper's test-time value is not verified).
+    propagation_temperature: float = option(1.0, "softmax temperature of A when propagating masks for "
+                                                 "evaluation (the tracker)", gt=0)
+    embedding_dim: int = option(64, "width of the per-location embedding (a 1x1 conv on the encoder's "
+                                    "feature map); 0 = the feature map", ge=0)
+    pseudo_clip_motion: float = option(0.08, "pseudo-clips from single images: largest crop-window motion per "
+                                             "frame, as a fraction of the side")
+    # k-means: ab of at most kmeans_pixels training pixels, seeded.
+    kmeans_pixels: int = option(100000, "k-means fits ab of at most this many training pixels")
+    kmeans_seed: int = option(0, "seed of the k-means pixel sample and initialisation")
+
+    def __post_init__(self):
+        require(self.kmeans_pixels >= self.num_colors,
+                f"kmeans_pixels {self.kmeans_pixels}: must be >= num_colors ({self.num_colors})")
+
+
 CENTERS_FILE = "color_centers.npy"
 
 
@@ -118,58 +127,71 @@ def colour_labels(frames: tf.Tensor, centers: tf.Tensor, grid: int) -> tf.Tensor
     return tf.reshape(assign_tf(cells, centers), [tf.shape(frames)[0], grid * grid])
 
 
+@register_method("video_colorization")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class VideoColorization(SSLMethod):
     """Colorization by pointing: copy quantised colours from reference frames to a target frame.
 
-    Args:
-        encoder: the greyscale embedding network (`greyscale_embedding_encoder`): RGB [N, S, S, 3] in
-            [0, 1] -> features [N, E], with a "feature_map" layer [N, h, w, E] the attention uses.
-        num_colors: colour clusters K.
-        num_references: reference frames R per clip (clips hold R + 1 frames, the target last).
-        temperature: softmax temperature of the attention.
-        similarity: "dot" (the paper) or "cosine".
-        propagation_temperature: the attention's temperature when tracking (evaluation).
-        pseudo_clip_motion: crop-window motion per frame for pseudo-clips made from single images.
-        num_classes: > 0 adds the online linear probe (on the target frames' pooled features).
+    Args (besides the base class'):
+        encoder: the greyscale embedding network (`greyscale_embedding_encoder` around the configured
+            encoder, built by `build_parts`): RGB [N, S, S, 3] in [0, 1] -> features [N, E], with a
+            "feature_map" layer [N, h, w, E] the attention uses.
+    No parts besides the encoder; the colour clusters (fitted by `prepare`) live in a non-trainable
+    variable, `color_centers` [K, 2], so checkpoints and .keras files carry them.
+    `sslzoo.video.run` reads `num_frames`, `num_references`, `num_colors`, `similarity`,
+    `propagation_temperature`, `grid`, `embedder` and `color_centers`.
     Reference: Vondrick, Shrivastava, Fathi, Guadarrama, Murphy, "Tracking Emerges by Colorizing Videos",
     ECCV 2018.
     """
 
+    Options = VideoColorizationOptions
     log_names = ("color_top1",)
 
-    def __init__(self, encoder: keras.Model, num_colors: int = 16, num_references: int = 3,
-                 temperature: float = 1.0, similarity: str = "dot", propagation_temperature: float = 1.0,
-                 pseudo_clip_motion: float = 0.08,
-                 kmeans_pixels: int = 100000, kmeans_seed: int = 0, num_classes: int = 0, **kwargs):
-        super().__init__(encoder, num_classes=num_classes, **kwargs)
-        self.num_colors = int(num_colors)
-        self.num_references = int(num_references)
-        self.temperature = float(temperature)
-        self.similarity = similarity
-        self.propagation_temperature = float(propagation_temperature)
-        self.pseudo_clip_motion = float(pseudo_clip_motion)
-        self.kmeans_pixels = int(kmeans_pixels)
-        self.kmeans_seed = int(kmeans_seed)
-        self.embedder = keras.Model(encoder.input, encoder.get_layer(FEATURE_MAP).output, name="embedder")
+    @classmethod
+    def build_parts(cls, options, encoder, make_encoder=None):
+        try:
+            encoder.get_layer(FEATURE_MAP)
+        except ValueError as error:
+            raise ConfigError(f"encoder '{encoder.name}' has no '{FEATURE_MAP}' layer: video colorization "
+                              "needs spatial features") from error
+        return {"encoder": greyscale_embedding_encoder(encoder, options.embedding_dim)}
+
+    def setup(self):
+        self.embedder = keras.Model(self.encoder.input, self.encoder.get_layer(FEATURE_MAP).output, name="embedder")
         self.grid = int(self.embedder.output_shape[1])
         # Non-trainable state: checkpoints and .keras files carry the clusters with the weights.
+        num_colors = self.options.num_colors
         self.color_centers = self.add_weight(
-            shape=(self.num_colors, 2), initializer=keras.initializers.Constant(default_centers(self.num_colors)),
+            shape=(num_colors, 2), initializer=keras.initializers.Constant(default_centers(num_colors)),
             trainable=False, name="color_centers")
-        self.built = True
 
+    # What the video training path (sslzoo.video.run, sslzoo.video.pictures) reads besides the options.
     @property
     def num_frames(self) -> int:
-        return self.num_references + 1
+        return self.options.num_references + 1
+
+    @property
+    def num_references(self) -> int:
+        return self.options.num_references
+
+    @property
+    def num_colors(self) -> int:
+        return self.options.num_colors
+
+    @property
+    def similarity(self) -> str:
+        return self.options.similarity
+
+    @property
+    def propagation_temperature(self) -> float:
+        return self.options.propagation_temperature
 
     def prepare(self, train_images: np.ndarray, run_dir: Optional[Path]) -> None:
         """Fits the colour clusters on ab of training frames (uint8 [..., S, S, 3]: images or clips)."""
-        centers = fit_colour_clusters(train_images, self.num_colors, self.kmeans_seed, self.kmeans_pixels)
+        options = self.options
+        centers = fit_colour_clusters(train_images, options.num_colors, options.kmeans_seed, options.kmeans_pixels)
         self.color_centers.assign(centers)
         if run_dir is not None:
-            from sslzoo.training.checkpoints import atomic_write
-
             atomic_write(Path(run_dir) / CENTERS_FILE, lambda tmp: np.save(tmp, centers, allow_pickle=False),
                          suffix=".npy")
 
@@ -178,7 +200,7 @@ class VideoColorization(SSLMethod):
         if width is not None and height is not None and width == height * self.num_frames:
             clips = unpack_tiled_clips(images, self.num_frames)
         else:
-            clips = pseudo_clips(images, self.num_frames, self.pseudo_clip_motion, seed)
+            clips = pseudo_clips(images, self.num_frames, self.options.pseudo_clip_motion, seed)
         size = tf.shape(clips)[2]
         return {"images": tf.reshape(clips, [-1, size, size, 3]), "labels": labels}
 
@@ -186,7 +208,7 @@ class VideoColorization(SSLMethod):
         """[N, h*w, E] per-location embeddings of frames [N, S, S, 3] (L2-normalised for "cosine")."""
         feature_map = tf.cast(self.embedder(frames, training=training), tf.float32)
         flat = tf.reshape(feature_map, [tf.shape(frames)[0], self.grid * self.grid, -1])
-        return tf.math.l2_normalize(flat, axis=-1) if self.similarity == "cosine" else flat
+        return tf.math.l2_normalize(flat, axis=-1) if self.options.similarity == "cosine" else flat
 
     def predict_colours(self, frames: tf.Tensor, training: bool = False):
         """Predicted colour distributions of each clip's target frame and its true clusters.
@@ -201,8 +223,8 @@ class VideoColorization(SSLMethod):
         embeddings = tf.reshape(embeddings, [-1, steps, cells, tf.shape(embeddings)[-1]])
         labels = tf.reshape(colour_labels(frames, self.color_centers, self.grid), [-1, steps, cells])
         references = tf.reshape(embeddings[:, :-1], [tf.shape(embeddings)[0], -1, tf.shape(embeddings)[-1]])
-        reference_colours = tf.one_hot(tf.reshape(labels[:, :-1], [tf.shape(labels)[0], -1]), self.num_colors)
-        weights = attention(references, embeddings[:, -1], self.temperature, DOT)
+        reference_colours = tf.one_hot(tf.reshape(labels[:, :-1], [tf.shape(labels)[0], -1]), self.options.num_colors)
+        weights = attention(references, embeddings[:, -1], self.options.temperature, DOT)
         return copy_labels(weights, reference_colours), labels[:, -1], embeddings
 
     def compute_loss_and_logs(self, data, training):
@@ -212,26 +234,13 @@ class VideoColorization(SSLMethod):
         logs = {"loss": loss, "color_top1": tf.reduce_mean(tf.cast(hits, tf.float32))}
         if self.probe is not None and "labels" in data:
             features = tf.reduce_mean(embeddings[:, -1], axis=1)
-            loss = loss + self.online_probe(features, data["labels"], logs)
+            loss = self.add_probe_loss(loss, features, data, logs)
         return loss, logs
 
     def save_pictures(self, data, run_dir: Path) -> List[str]:
         from sslzoo.video.pictures import save_colorization_picture
 
         return [save_colorization_picture(self, data["images"], Path(run_dir) / "colorization.png")]
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "num_colors": self.num_colors,
-            "num_references": self.num_references,
-            "temperature": self.temperature,
-            "similarity": self.similarity,
-            "propagation_temperature": self.propagation_temperature,
-            "pseudo_clip_motion": self.pseudo_clip_motion,
-            "kmeans_pixels": self.kmeans_pixels,
-            "kmeans_seed": self.kmeans_seed,
-        }
 
 
 def colour_cross_entropy(predicted: tf.Tensor, target: tf.Tensor, epsilon: float = 1e-7) -> tf.Tensor:
@@ -254,40 +263,4 @@ def fit_colour_clusters(images: np.ndarray, num_colors: int, seed: int, max_pixe
     return fit_kmeans(ab, num_colors, seed=seed, max_points=max_pixels)
 
 
-@register_method("video_colorization")
-def build_video_colorization(options: dict, encoder: keras.Model, num_classes: int = 0,
-                             make_encoder=None) -> VideoColorization:
-    """Builds video colorization from `method.options` (see DEFAULTS)."""
-    options = check_options("video_colorization", options, DEFAULTS)
-    if options["num_colors"] < 2:
-        raise ConfigError("method.options.num_colors must be >= 2 (the paper uses 16)")
-    if options["num_references"] < 1:
-        raise ConfigError("method.options.num_references must be >= 1 (the paper uses 3)")
-    if options["temperature"] <= 0 or options["propagation_temperature"] <= 0:
-        raise ConfigError("method.options.temperature and propagation_temperature must be > 0")
-    if options["similarity"] not in SIMILARITIES:
-        raise ConfigError(f"method.options.similarity '{options['similarity']}': use dot or cosine")
-    if options["embedding_dim"] < 0 or options["kmeans_pixels"] < options["num_colors"]:
-        raise ConfigError("method.options.embedding_dim must be >= 0 and kmeans_pixels >= num_colors")
-    try:
-        encoder.get_layer(FEATURE_MAP)
-    except ValueError as error:
-        raise ConfigError(f"encoder '{encoder.name}' has no '{FEATURE_MAP}' layer: video colorization "
-                          "needs spatial features") from error
-    embedder = greyscale_embedding_encoder(encoder, int(options["embedding_dim"]))
-    return VideoColorization(
-        embedder,
-        num_colors=int(options["num_colors"]),
-        num_references=int(options["num_references"]),
-        temperature=float(options["temperature"]),
-        similarity=options["similarity"],
-        propagation_temperature=float(options["propagation_temperature"]),
-        pseudo_clip_motion=float(options["pseudo_clip_motion"]),
-        kmeans_pixels=int(options["kmeans_pixels"]),
-        kmeans_seed=int(options["kmeans_seed"]),
-        num_classes=num_classes,
-        name="video_colorization",
-    )
-
-
-__all__ = ["VideoColorization", "build_video_colorization", "greyscale_embedding_encoder"]
+__all__ = ["VideoColorization", "VideoColorizationOptions", "fit_colour_clusters", "greyscale_embedding_encoder"]

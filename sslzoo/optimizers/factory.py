@@ -7,6 +7,7 @@ import keras
 from sslzoo.config import OptimizerConfig
 from sslzoo.optimizers.coupled import CoupledAdam, CoupledSGD
 from sslzoo.optimizers.lars import LARS
+from sslzoo.optimizers.schedules import build_schedule
 
 # adamw / lamb use Keras' decoupled decay, which matches on `variable.name` ("kernel", "bias", "gamma",
 # "beta"): leaving out biases and normalisation scales/offsets is the usual practice for both (BERT, LAMB).
@@ -29,10 +30,6 @@ def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> 
         steps_per_epoch: optimizer steps in one epoch (> 0).
         epochs: number of epochs (> 0); the schedule ends at `steps_per_epoch * epochs`.
     """
-    # Imported here: `sslzoo.training` (the trainer) imports this package, so a top-level import would make
-    # the two packages' import order matter.
-    from sslzoo.training.schedules import build_schedule
-
     learning_rate = build_schedule(cfg, steps_per_epoch, epochs)
     weight_decay = float(cfg.weight_decay)
     name = cfg.name

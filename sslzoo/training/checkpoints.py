@@ -1,4 +1,4 @@
-"""Resumable training state and atomic file writes.
+"""Resumable training state.
 
 A run's complete state (the method model with its encoder, heads and any SSL state such as queues or
 momentum encoders, the optimizer's slots and step counter, and the epoch) is one `tf.train.Checkpoint`.
@@ -8,10 +8,7 @@ mid-save still points at the previous complete checkpoint.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -64,26 +61,3 @@ class EpochCheckpoint(keras.callbacks.Callback):
         finished = epoch + 1
         if finished % self.every == 0 or finished == self.last_epoch:
             self.state.save(finished)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> Path:
-    """Calls `write(temp_path)` on a temporary file beside `path`, then renames it into place.
-
-    A crash leaves either the old file or the new one at `path`, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # some writers (Keras) refuse to write over an existing file
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))

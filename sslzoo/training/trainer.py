@@ -1,80 +1,44 @@
-"""One training path for every method: data -> method.fit -> evaluation -> run folder.
+"""One training path for every method and every data kind: data -> method.fit -> evaluator -> run folder.
 
-`train_run(config, run_dir)` is what `train.py` calls. Rerunning it on the same run folder resumes from
-the last finished epoch (the folder's config must match), so `kill -9` costs at most one epoch.
+`train_run(config, run_dir)` is what `train.py` calls. Its stages are public and the same for images
+and clips: the `load` of the data kind registered for `data.source`, `training_steps`,
+`start_training` (build, compile, `prepare`, restore), `fit`, the kind's evaluator (registered in
+`EVALUATORS`: kNN + linear probe for images, tracking J for clips) and `write_outputs`. Rerunning it on
+the same run folder resumes from the last finished epoch (the folder's config must match), so `kill -9`
+costs at most one epoch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import keras
 import numpy as np
-import tensorflow as tf
 import yaml
 
-from sslzoo import __version__
-from sslzoo.backbones import build_encoder, encoder_options
+from sslzoo.video import plugin as _video_plugin  # noqa: F401  (registers the clip kind and tracking evaluator)
+from sslzoo.backbones import validate_encoder_options
 from sslzoo.config import Config, ConfigError
 from sslzoo.config import from_dict as config_from_dict
-from sslzoo.data import load_splits, make_pipeline
-from sslzoo.evaluation import finetune
-from sslzoo.evaluation.protocol import evaluate_encoder
+from sslzoo.data import split_pipeline
+from sslzoo.data.kinds import TrainingData, kind_for_source
+from sslzoo.errors import TrainingDivergedError
+from sslzoo.evaluation.context import RunContext
+from sslzoo.files import atomic_write, atomic_write_text
 from sslzoo.layers.batch_norm import with_builtin_batch_norm
-from sslzoo.methods import build_method
 from sslzoo.optimizers import build_optimizer
-from sslzoo.registry import ENCODERS, METHODS
-from sslzoo.report import build_report
-from sslzoo.training.checkpoints import EpochCheckpoint, RunState, atomic_write, atomic_write_text
+from sslzoo.registry import ENCODERS, EVALUATORS, METHODS
+from sslzoo.training import evaluators  # noqa: F401  (registers the image evaluator)
+from sslzoo.training.checkpoints import EpochCheckpoint, RunState
+from sslzoo.training.build import INIT_WEIGHTS, build_models, initial_encoder  # noqa: F401  (public stages)
+from sslzoo.training.evaluators import PARITY_SAMPLES
 from sslzoo.training.strategy import make_strategy
 
 log = logging.getLogger(__name__)
-
-INIT_WEIGHTS = "init.weights.h5"
-PARITY_SAMPLES = "parity_samples.npy"
-FINETUNE_ENCODER = "finetune_encoder.keras"
-FINETUNE_HEAD = "finetune_head.keras"
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the run folder keeps the last good checkpoint."""
-
-
-def dataset_label(config: Config) -> str:
-    data = config.data
-    if data.source == "tfds":
-        return f"tfds:{data.name}"
-    if data.source == "folder":
-        return f"folder:{data.path}"
-    return "synthetic"
-
-
-def build_models(config: Config, num_classes: int):
-    """The evaluated encoder (with its untrained weights) and the method around it.
-
-    The evaluated encoder is `method.encoder`: usually the configured encoder itself, but a method may
-    wrap it (e.g. RGB -> Lab inside the model) or build it from several encoders via `make_encoder`.
-    """
-
-    def make_encoder(**overrides) -> keras.Model:
-        options = {**config.encoder.options, **overrides}
-        return build_encoder(config.encoder.name, config.data.image_size, **options)
-
-    method = build_method(
-        config.method.name,
-        config.method.options,
-        make_encoder(),
-        num_classes=num_classes if config.method.online_probe else 0,
-        make_encoder=make_encoder,
-    )
-    return method.encoder, method
-
 
 def _check_run_folder(config: Config, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
@@ -95,13 +59,7 @@ def check_names(config: Config) -> None:
                                  ("encoder.name", ENCODERS, config.encoder.name)):
         if name not in registry:
             raise ConfigError(f"{kind} '{name}' is not registered; available: {', '.join(registry.names())}")
-    allowed = encoder_options(config.encoder.name)
-    unknown = sorted(set(config.encoder.options) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"encoder.options {', '.join(unknown)} not accepted by '{config.encoder.name}'; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
+    validate_encoder_options(config.encoder.name, config.encoder.options)
 
 
 def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") -> Dict[str, Any]:
@@ -109,63 +67,41 @@ def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") 
     run_dir = Path(run_dir)
     check_names(config)
     _check_run_folder(config, run_dir)
+    kind = kind_for_source(config.data.source)
     # The strategy first: a mirrored run on CPUs must split the CPU before TensorFlow initialises.
     strategy = make_strategy(config.trainer.strategy, config.trainer.cpu_replicas)
     keras.utils.set_random_seed(config.trainer.seed)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
     try:
-        if config.data.source.startswith("video_"):  # clips in, tracking evaluation out
-            from sslzoo.video.run import train_video
-
-            return train_video(config, run_dir, strategy, verbose)
-        return _train(config, run_dir, strategy, verbose)
+        data = kind.load(config)
+        steps = training_steps(config, data)
+        encoder, method, state, first_epoch = start_training(
+            config, run_dir, strategy, steps, data.prepare_images, data.num_classes,
+            check_method=lambda method: kind.check_method(method, config),
+        )
+        training = fit(method, state, data, config, run_dir, first_epoch, steps, verbose)
+        run = RunContext(config, run_dir, encoder, method, data, training,
+                         initial_encoder=lambda: initial_encoder(config, run_dir, data.num_classes))
+        evaluation = EVALUATORS.get(config.eval.evaluator or kind.evaluator)(run)
+        write_outputs(run_dir, encoder, evaluation.probe_splits, evaluation.metrics)
+        return evaluation.metrics
     finally:
         # The policy is process-global; a run must not change what later code in the process builds.
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
-    splits = load_splits(config.data)
-    num_classes = len(splits.class_names)
+def training_steps(config: Config, data: TrainingData) -> int:
+    """Optimizer steps per epoch: one pass over the training examples, or `trainer.steps_per_epoch`."""
     batch_size = config.trainer.batch_size
-    batches_per_epoch = len(splits.train.labels) // batch_size
+    examples = len(data.splits.train.labels)
+    batches_per_epoch = examples // batch_size
     if batches_per_epoch < 1:
         raise ConfigError(
-            f"trainer.batch_size={batch_size} is larger than the training split "
-            f"({len(splits.train.labels)} images); lower it or use more data"
+            f"trainer.batch_size={batch_size} is larger than the {examples} training {data.unit}; "
+            "lower it or use more data"
         )
-    steps = min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
-    epochs = config.trainer.epochs
-
-    encoder, method, state, first_epoch = start_training(
-        config, run_dir, strategy, steps, splits.train.images, num_classes
-    )
-    if first_epoch < epochs:
-        train_seconds = _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose)
-        speed = {
-            "train_seconds": round(train_seconds, 2),
-            "images_per_second": round((epochs - first_epoch) * steps * batch_size / train_seconds, 1),
-            "resumed_from_epoch": first_epoch,
-        }
-    else:
-        # Nothing left to train: keep the figures of the run that did the training.
-        speed = _previous_speed(run_dir)
-
-    metrics = _evaluate(config, run_dir, encoder, splits)
-    metrics.update(
-        {
-            **speed,
-            "epochs": epochs,
-            "steps_per_epoch": steps,
-            "batch_size": batch_size,
-            "pretext_val": _pretext_val(method, splits, config),
-            "pictures": _pictures(method, splits, config, run_dir),
-        }
-    )
-    metrics["report"] = build_report(run_dir, metrics, encoder, splits)  # report.md + its figures
-    _write_outputs(run_dir, encoder, splits, metrics)
-    return metrics
+    return min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
 
 
 def start_training(config: Config, run_dir: Path, strategy, steps: int, train_images: np.ndarray,
@@ -198,29 +134,34 @@ def start_training(config: Config, run_dir: Path, strategy, steps: int, train_im
     return encoder, method, state, first_epoch
 
 
-def _previous_speed(run_dir: Path) -> Dict[str, Any]:
-    keys = ("train_seconds", "images_per_second", "resumed_from_epoch")
+def previous_speed(run_dir: Path) -> Dict[str, Any]:
+    """The training figures of the run that did the training (a rerun of a finished run keeps them)."""
+    keys = ("train_seconds", "images_per_second", "clips_per_second", "resumed_from_epoch")
     path = run_dir / "metrics.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    return {key: previous.get(key) for key in keys}
+    return {key: previous[key] for key in keys if key in previous}
 
 
-def _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose) -> float:
-    train = splits.train
-    dataset = make_pipeline(
-        train.images,
-        train.labels,
+def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_epoch: int, steps: int,
+        verbose) -> Dict[str, Any]:
+    """Trains from `first_epoch` to `trainer.epochs`; returns the figures of the training for metrics.json."""
+    epochs = config.trainer.epochs
+    figures = {"epochs": epochs, "steps_per_epoch": steps, "batch_size": config.trainer.batch_size}
+    if first_epoch >= epochs:
+        return {**previous_speed(run_dir), **figures}
+    dataset = split_pipeline(
+        data.splits.train,
         batch_size=config.trainer.batch_size,
         shuffle=True,
         seed=config.trainer.seed,
         first_epoch=first_epoch,
-        num_epochs=config.trainer.epochs - first_epoch,
+        num_epochs=epochs - first_epoch,
         steps_per_epoch=steps,
         augment=method.augment,
     )
     callbacks = [
         keras.callbacks.TerminateOnNaN(raise_error=True),
-        EpochCheckpoint(state, config.trainer.checkpoint_every, config.trainer.epochs),
+        EpochCheckpoint(state, config.trainer.checkpoint_every, epochs),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
@@ -228,7 +169,7 @@ def _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose) ->
     try:
         method.fit(
             dataset,
-            epochs=config.trainer.epochs,
+            epochs=epochs,
             initial_epoch=first_epoch,
             steps_per_epoch=steps,
             callbacks=callbacks,
@@ -243,85 +184,18 @@ def _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose) ->
             f"{state.latest or '(none yet: it failed in the first epoch)'}; lower optimizer.learning_rate "
             "or add warmup (optimizer.warmup_epochs), then rerun the same command to resume from it."
         ) from error
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    rate = (epochs - first_epoch) * steps * config.trainer.batch_size / seconds
+    return {"train_seconds": round(seconds, 2), f"{data.unit}_per_second": round(rate, 1),
+            "resumed_from_epoch": first_epoch, **figures}
 
 
-def _pretext_val(method, splits, config) -> Dict[str, float]:
-    """The pretext task's own metrics on the validation split (e.g. rotation accuracy)."""
-    val = splits.val
-    batch = min(config.trainer.batch_size, len(val.labels))
-    dataset = make_pipeline(
-        val.images, val.labels, batch_size=batch, shuffle=False, seed=config.trainer.seed,
-        augment=method.augment,
-    )
-    results = method.evaluate(dataset, verbose=0, return_dict=True)
-    return {name: round(float(np.mean(value)), 4) for name, value in results.items()}
-
-
-def _pictures(method, splits, config, run_dir: Path) -> list:
-    """The method's pretext pictures on the first validation images (the same ones in every run)."""
-    val = splits.val
-    batch = min(16, len(val.labels))
-    dataset = make_pipeline(
-        val.images[:batch], val.labels[:batch], batch_size=batch, shuffle=False, seed=config.trainer.seed,
-        augment=method.augment,
-    )
-    return list(method.save_pictures(next(iter(dataset)), run_dir))
-
-
-def _evaluate(config: Config, run_dir: Path, encoder, splits) -> Dict[str, Any]:
-    """kNN and linear probe for the trained encoder and the same encoder at its initial weights."""
-    evaluation = config.eval
-    trained, head = evaluate_encoder(encoder, splits, evaluation, seed=config.trainer.seed)
-    metrics: Dict[str, Any] = {
-        "method": config.method.name,
-        "encoder": config.encoder.name,
-        "dataset": dataset_label(config),
-        "knn_top1": trained["knn_top1"],
-        "linear_top1": trained["linear_top1"],
-    }
-    if evaluation.finetune_epochs:
-        metrics["finetune_top1"], tuned, tuned_head = _finetune(encoder, splits, config)
-        atomic_write(run_dir / FINETUNE_ENCODER, lambda tmp: with_builtin_batch_norm(tuned).save(tmp))
-        atomic_write(run_dir / FINETUNE_HEAD, lambda tmp: tuned_head.save(tmp))
-    if evaluation.random_init:
-        initial, _ = build_models(config, len(splits.class_names))
-        initial.load_weights(run_dir / INIT_WEIGHTS)
-        baseline, _ = evaluate_encoder(initial, splits, evaluation, seed=config.trainer.seed)
-        metrics["random_init"] = {"knn_top1": baseline["knn_top1"], "linear_top1": baseline["linear_top1"]}
-        if evaluation.finetune_epochs:
-            metrics["random_init"]["finetune_top1"] = _finetune(initial, splits, config)[0]
-    metrics["data"] = {
-        "num_train": int(len(splits.train.labels)),
-        "num_val": int(len(splits.val.labels)),
-        "class_names": list(splits.class_names),
-        **splits.stats,
-    }
-    metrics["machine"] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "sslzoo": __version__,
-    }
-    atomic_write(run_dir / "linear_head.keras", lambda tmp: head.save(tmp))
-    return metrics
-
-
-def _finetune(encoder, splits, config: Config):
-    top1, tuned, head = finetune(
-        encoder, splits, label_fraction=config.eval.finetune_label_fraction,
-        epochs=config.eval.finetune_epochs, learning_rate=config.eval.finetune_learning_rate,
-        batch_size=config.trainer.batch_size, seed=config.trainer.seed,
-    )
-    return round(top1, 2), tuned, head
-
-
-def _write_outputs(run_dir: Path, encoder, splits, metrics: Dict[str, Any]) -> None:
+def write_outputs(run_dir: Path, encoder, splits, metrics: Dict[str, Any]) -> None:
+    """encoder.keras, the parity samples export.py measures on, and metrics.json (last: a run folder with
+    metrics.json is a finished run)."""
     # Built-in layers only, so the run's encoder loads with plain Keras (sslzoo/layers/batch_norm.py).
     atomic_write(run_dir / "encoder.keras", lambda tmp: with_builtin_batch_norm(encoder).save(tmp))
-    # A few validation images travel with the run so export.py can measure parity on real inputs.
-    samples = splits.val.images[:32]
+    samples = splits.val.take(np.arange(min(32, len(splits.val))))
     atomic_write(run_dir / PARITY_SAMPLES, lambda tmp: np.save(tmp, samples, allow_pickle=False))
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
 
@@ -337,12 +211,13 @@ def _json_default(value):
 def evaluate_run(run_dir: str | Path) -> Dict[str, Any]:
     """Re-evaluates a finished run's encoder (train.py --eval-only, python -m sslzoo.evaluate)."""
     from sslzoo.config import load
+    from sslzoo.data import load_splits
 
     run_dir = Path(run_dir)
     config = load(run_dir / "config.yaml")
     encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
     splits = load_splits(config.data)
-    metrics = _evaluate(config, run_dir, encoder, splits)
+    metrics = evaluators.probe_metrics(config, run_dir, encoder, splits)
     previous = run_dir / "metrics.json"
     if previous.exists():
         metrics = {**json.loads(previous.read_text()), **metrics}

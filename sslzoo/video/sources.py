@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import decode_files, resize_uint8, to_rgb, to_uint8
-from sslzoo.data.sources import DataError, DatasetNotPreparedError
+from sslzoo.errors import DataError, DatasetNotPreparedError
 from sslzoo.data.synthetic import CLASS_NAMES
 from sslzoo.data.tfds_source import not_prepared_message
 from sslzoo.video.generator import Clips, generate_clips

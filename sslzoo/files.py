@@ -1,9 +1,10 @@
-"""Atomic directory writes: build a folder beside its destination, then rename it into place.
+"""Files written whole or not at all, and their hashes: the TensorFlow-free base every layer writes through.
 
-A crash, an exception or a Ctrl-C at any point leaves either the previous folder or the new one at the
-destination, never a half-written one (DESIGN.md, reliability checklist item 2). The temporary folder is a
-hidden sibling (`.<name>.tmp-<random>`) so it is on the same file system as the destination (rename is
-atomic only within one file system) and so zoo listings, which skip dot-names, never see it.
+`atomic_write(path, write)` writes one file through a temporary sibling and a rename; `atomic_directory`
+does the same for a folder. A crash, an exception or a Ctrl-C at any point leaves either the previous
+file or folder at the destination or the new one, never a half-written one. The temporary is a hidden
+sibling (`.<name>.tmp-<random>`) so it is on the same file system as the destination (rename is atomic
+only within one file system) and so zoo listings, which skip dot-names, never see it.
 
 Replacing an existing folder (`force=True`) takes two renames: old -> `.<name>.old-<random>`, new -> name.
 POSIX has no portable "swap two directories" call, so a crash exactly between those two renames leaves
@@ -21,15 +22,13 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+from sslzoo.errors import ExportExistsError
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-
-
-class ExportExistsError(FileExistsError):
-    """The destination folder exists and `force` was not given; nothing was changed."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -135,3 +134,26 @@ def atomic_directory(final: str | Path, *, force: bool = False) -> Iterator[Path
         # BaseException: a KeyboardInterrupt mid-export must not leave a temp folder behind either.
         _remove(temp)
         raise
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Calls `write(temp_path)` on a temporary file beside `path`, then renames it into place.
+
+    A crash leaves either the old file or the new one at `path`, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)  # some writers (Keras) refuse to write over an existing file
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -39,8 +39,9 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Mapping, Optional
 
-from sslzoo.export.atomic import ExportExistsError, atomic_directory, sha256_file
+from sslzoo.files import ExportExistsError, atomic_directory, sha256_file
 from sslzoo.export.card import CARD_NAME, ArtifactIntegrityError, card_field, verify_files
+from sslzoo.errors import DownloadError, IndexUnreachableError, ModelIndexError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +58,6 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 __all__ = ["cache_root", "index_url", "fetch_index", "download_model", "build_index", "ModelIndexError",
            "IndexUnreachableError", "DownloadError", "CACHE_HOME_ENV", "INDEX_URL_ENV"]
-
-
-class ModelIndexError(ValueError):
-    """The model index is not a valid sslzoo index (bad JSON, wrong format_version, unsafe entry)."""
-
-
-class IndexUnreachableError(ConnectionError):
-    """The configured model index URL could not be read."""
-
-
-class DownloadError(ConnectionError):
-    """A model file could not be downloaded (network error, timeout); nothing was cached."""
 
 
 # ----------------------------------------------------------------------------------- configuration

@@ -1,22 +1,18 @@
-"""The training and evaluation path of video methods: clips -> method.fit -> tracking evaluation -> run.
+"""Video as a plug-in of the one trainer: the clip data kind and the tracking evaluator.
 
-`sslzoo.training.trainer.train_run` hands video sources (`data.source: video_*`) to `train_video`,
-which reuses the trainer's parts (`start_training`: build, compile, `prepare`, checkpoints and resume;
-`_fit` with its callbacks; `_write_outputs`) and writes the same run folder, so `export.py` and `sslzoo.load`
-work unchanged. What differs is the data (clips, tiled side by side into the pipeline's uint8 images) and
-the evaluation: the first frame's instance masks are propagated through each evaluation clip with the
-learned attention and scored with J (mean IoU), next to two baselines measured in the same run (the first
-mask copied unchanged, and propagation with raw-pixel similarity) and the same network at its initial
-weights. A kNN / linear probe of the pooled features (frames labelled by their clip's class) is kept for
-the model card and `export.py --head linear`.
+`ClipKind` (sources video_synthetic | video_folder | video_tfds) hands the trainer clips tiled side by
+side into the pipeline's uint8 images (the video method's `augment` unpacks them). The "tracking"
+evaluator propagates the first frame's instance masks through each evaluation clip with the learned
+attention and scores J (mean IoU), next to baselines measured in the same run (the first mask copied
+unchanged, propagation with raw-pixel similarity) and the same network at its initial weights. A kNN /
+linear probe of the pooled features (frames labelled by their clip's class) is kept for the model card
+and `export.py --head linear`. Nothing here imports the trainer; the trainer finds both by registry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -25,19 +21,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sslzoo import __version__
 from sslzoo.config import Config, ConfigError
 from sslzoo.data import DataSplits, ImageSet
+from sslzoo.data.kinds import DataKind, TrainingData
+from sslzoo.evaluation.context import Evaluation, RunContext, machine
 from sslzoo.evaluation.protocol import evaluate_encoder
-from sslzoo.training.checkpoints import atomic_write
-from sslzoo.training.trainer import (
-    INIT_WEIGHTS,
-    _fit,
-    _previous_speed,
-    _write_outputs,
-    build_models,
-    start_training,
-)
+from sslzoo.files import atomic_write
+from sslzoo.registry import DATA_KINDS, EVALUATORS
 from sslzoo.video import propagation
 from sslzoo.video.generator import Clips
 from sslzoo.video.sources import VideoData, load_video_data
@@ -57,66 +47,56 @@ def tile_clips(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(frames, (0, 2, 1, 3, 4)).reshape(count, size, steps * size, 3))
 
 
-def _check_method(method, config: Config) -> None:
-    if not hasattr(method, "num_frames") or not hasattr(method, "embedder"):
-        raise ConfigError(f"method '{config.method.name}' is not a video method (video sources need one, e.g. "
-                          "video_colorization); use an image source (folder, tfds, synthetic) for it")
-    if config.data.clip_length != method.num_frames:
-        raise ConfigError(f"data.clip_length={config.data.clip_length} but the method uses "
-                          f"{method.num_frames} frames per clip (method.options.num_references + 1); "
-                          f"set data.clip_length={method.num_frames}")
+class ClipKind(DataKind):
+    """Clips of frames for video methods; scored by tracking (J)."""
+
+    sources = ("video_synthetic", "video_folder", "video_tfds")
+    evaluator = "tracking"
+
+    def load(self, config: Config) -> TrainingData:
+        data = load_video_data(config.data)
+        # The pipeline's val split only feeds image-run stages, which the tracking evaluator replaces.
+        splits = DataSplits(ImageSet(tile_clips(data.train.frames), data.train.labels),
+                            ImageSet(tile_clips(data.train.frames[:1]), data.train.labels[:1]),
+                            data.class_names, {})
+        source = config.data.name if config.data.source == "video_tfds" else config.data.path or "built-in"
+        # Clips carry no labels to probe online.
+        return TrainingData(splits, num_classes=0, prepare_images=data.train.frames,
+                            label=f"{config.data.source}:{source}", unit="clips", payload=data)
+
+    def check_method(self, method, config: Config) -> None:
+        if not hasattr(method, "num_frames") or not hasattr(method, "embedder"):
+            raise ConfigError(f"method '{config.method.name}' is not a video method (video sources need one, "
+                              "e.g. video_colorization); use an image source (folder, tfds, synthetic) for it")
+        if config.data.clip_length != method.num_frames:
+            raise ConfigError(f"data.clip_length={config.data.clip_length} but the method uses "
+                              f"{method.num_frames} frames per clip (method.options.num_references + 1); "
+                              f"set data.clip_length={method.num_frames}")
 
 
-def train_video(config: Config, run_dir: Path, strategy, verbose) -> Dict[str, Any]:
-    """Pretrains a video method on clips, evaluates tracking, writes the run folder; returns the metrics.
+DATA_KINDS.register("clip")(ClipKind())
 
-    Called by `train_run` (which checks names, the run folder, sets the strategy, seed and precision).
-    """
-    data = load_video_data(config.data)
-    splits = DataSplits(ImageSet(tile_clips(data.train.frames), data.train.labels),
-                        ImageSet(tile_clips(data.train.frames[:1]), data.train.labels[:1]),
-                        data.class_names, {})
-    batch_size = config.trainer.batch_size
-    batches_per_epoch = len(data.train) // batch_size
-    if batches_per_epoch < 1:
-        raise ConfigError(f"trainer.batch_size={batch_size} is larger than the {len(data.train)} training clips; "
-                          "lower it or raise data.num_clips")
-    steps = min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
-    epochs = config.trainer.epochs
 
-    # Clips carry no labels to probe online.
-    encoder, method, state, first_epoch = start_training(
-        config, run_dir, strategy, steps, data.train.frames, num_classes=0,
-        check_method=lambda method: _check_method(method, config),
-    )
-    if first_epoch < epochs:
-        train_seconds = _fit(method, state, splits, config, run_dir, first_epoch, steps, verbose)
-        speed = {"train_seconds": round(train_seconds, 2),
-                 "clips_per_second": round((epochs - first_epoch) * steps * batch_size / train_seconds, 1),
-                 "resumed_from_epoch": first_epoch}
-    else:
-        speed = _previous_speed(run_dir)
-
+@EVALUATORS.register("tracking")
+def evaluate_video_run(run: RunContext) -> Evaluation:
+    """Tracking J (learned, random init, baselines) on every evaluation set, the frame probe, pictures."""
+    config, method, data = run.config, run.method, run.data.payload
     start = time.perf_counter()
     metrics: Dict[str, Any] = {"method": config.method.name, "encoder": config.encoder.name,
-                               "dataset": f"{config.data.source}:{config.data.name if config.data.source == 'video_tfds' else config.data.path or 'built-in'}"}
-    initial, _ = build_models(config, num_classes=0)
-    initial.load_weights(run_dir / INIT_WEIGHTS)
+                               "dataset": run.data.label}
+    initial = run.initial_encoder()
     metrics["tracking"] = {name: evaluate_tracking(method, initial, clips, config)
                            for name, clips in data.evaluation.items()}
     metrics["j_mean"] = metrics["tracking"]["generated"]["learned"]["j_mean"]
     probe_splits = _probe_splits(data)
-    metrics.update(_probe(encoder, initial, probe_splits, config, run_dir))
+    metrics.update(_probe(run.encoder, initial, probe_splits, config, run.run_dir))
     metrics["eval_seconds"] = round(time.perf_counter() - start, 2)
-    metrics.update({**speed, "epochs": epochs, "steps_per_epoch": steps, "batch_size": batch_size,
-                    "pretext_val": _pretext_val(method, data, config),
-                    "pictures": _pictures(method, data, config, run_dir)})
+    metrics.update({**run.training, "pretext_val": _pretext_val(method, data, config),
+                    "pictures": _pictures(method, data, config, run.run_dir)})
     metrics["data"] = {"num_train_clips": len(data.train), "clip_length": config.data.clip_length,
                        "class_names": list(data.class_names), **data.stats}
-    metrics["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-                          "keras": keras.__version__, "sslzoo": __version__}
-    _write_outputs(run_dir, encoder, probe_splits, metrics)
-    return metrics
+    metrics["machine"] = machine()
+    return Evaluation(metrics, probe_splits)
 
 
 def embedding_features(method, embedder: keras.Model) -> propagation.FeatureFn:
@@ -125,7 +105,7 @@ def embedding_features(method, embedder: keras.Model) -> propagation.FeatureFn:
     def features(frames: np.ndarray) -> np.ndarray:
         images = tf.constant(frames, tf.float32) / 255.0
         embeddings = tf.cast(embedder(images, training=False), tf.float32)
-        if getattr(method, "similarity", "dot") == "cosine":
+        if method.similarity == "cosine":
             embeddings = tf.math.l2_normalize(embeddings, axis=-1)
         return embeddings.numpy()
 

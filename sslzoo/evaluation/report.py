@@ -1,7 +1,7 @@
 """The per-run report: `report.md` in the run folder, linking a few small PNGs beside it.
 
     build_report(run_dir, metrics, encoder=encoder, splits=splits)   # the trainer calls this
-    python -m sslzoo.report runs/<name>                              # rebuild a finished run's report
+    python -m sslzoo.evaluation.report runs/<name>                              # rebuild a finished run's report
 
 The report holds the run's header and metrics table, `curves.png` (history.csv), `embedding_map.png` (PCA
 of L2-normalised validation features, coloured by class), `retrieval.png` (nearest training images of a
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from sslzoo.errors import ReportError  # noqa: F401  (raised here)
 
 
 REPORT = "report.md"
@@ -33,8 +34,8 @@ NEIGHBOURS = 8
 
 
 def atomic_write(path, write, suffix=""):
-    # Imported on use: sslzoo.training imports TensorFlow, and the CLI's error path should stay instant.
-    from sslzoo.training.checkpoints import atomic_write as write_atomically
+    # Imported on use, so the CLI's error path stays instant.
+    from sslzoo.files import atomic_write as write_atomically
 
     return write_atomically(path, write, suffix)
 
@@ -223,7 +224,7 @@ def plot_embedding_map(coordinates: np.ndarray, labels: np.ndarray, class_names:
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     for label in np.unique(labels):
         inside = labels == label
-        name = class_names[label] if label < len(class_names) else str(label)
+        name = "unlabelled" if label < 0 else class_names[label] if label < len(class_names) else str(label)
         axis.scatter(coordinates[inside, 0], coordinates[inside, 1], s=4, alpha=0.7,
                      color=colours(int(label) % colours.N), label=name)
     axis.set_xlabel(f"PC 1 ({100 * ratio[0]:.1f}% of variance)", fontsize=8)
@@ -236,11 +237,12 @@ def plot_embedding_map(coordinates: np.ndarray, labels: np.ndarray, class_names:
     return _save(figure, path)
 
 
-FRAME_COLOURS = {"query": (0, 0, 0), "same": (44, 160, 44), "other": (214, 39, 40)}
+# "neighbour": unlabelled data, where no frame can say same or other class.
+FRAME_COLOURS = {"query": (0, 0, 0), "same": (44, 160, 44), "other": (214, 39, 40), "neighbour": (150, 150, 150)}
 
 
 def retrieval_canvas(query_images: np.ndarray, neighbour_images: np.ndarray, same: np.ndarray,
-                     border: int = 2, gap: int = 3) -> np.ndarray:
+                     border: int = 2, gap: int = 3, labelled: bool = True) -> np.ndarray:
     """uint8 [H, W, 3]: a row per query, the query then its neighbours, each in a coloured frame.
 
     Drawn as one array (and shown with one imshow) because a matplotlib axis per cell costs seconds.
@@ -251,7 +253,8 @@ def retrieval_canvas(query_images: np.ndarray, neighbour_images: np.ndarray, sam
     canvas = np.full((rows * cell + (rows - 1) * gap, (k + 1) * cell + k * gap, 3), 255, np.uint8)
     for r in range(rows):
         cells = [(query_images[r], "query")] + [
-            (neighbour_images[r, c], "same" if same[r, c] else "other") for c in range(k)]
+            (neighbour_images[r, c], ("same" if same[r, c] else "other") if labelled else "neighbour")
+            for c in range(k)]
         for c, (image, kind) in enumerate(cells):
             top, left = r * (cell + gap), c * (cell + gap)
             canvas[top:top + cell, left:left + cell] = FRAME_COLOURS[kind]
@@ -268,13 +271,14 @@ def plot_retrieval(query_images: np.ndarray, query_labels: np.ndarray, neighbour
     plt = _pyplot()
     rows, k = neighbour_labels.shape
     same = neighbour_labels == query_labels[:, None]
-    canvas = retrieval_canvas(query_images, neighbour_images, same)
+    labelled = bool(np.all(query_labels >= 0))
+    canvas = retrieval_canvas(query_images, neighbour_images, same, labelled=labelled)
     figure, axis = plt.subplots(figsize=(0.62 * (k + 1) + 1.3, 0.62 * rows + 0.5))
     axis.imshow(canvas, interpolation="nearest")
     pitch_y, pitch_x = canvas.shape[0] / rows, canvas.shape[1] / (k + 1)
     axis.set_yticks((np.arange(rows) + 0.5) * pitch_y)
-    axis.set_yticklabels([f"{class_names[q] if q < len(class_names) else q}\n{int(s.sum())}/{k} same"
-                          for q, s in zip(query_labels, same)], fontsize=6)
+    axis.set_yticklabels([f"{class_names[q] if q < len(class_names) else q}\n{int(s.sum())}/{k} same" if labelled
+                          else f"query {i + 1}" for i, (q, s) in enumerate(zip(query_labels, same))], fontsize=6)
     axis.set_xticks((np.arange(k + 1) + 0.5) * pitch_x)
     axis.set_xticklabels(["query"] + [str(i + 1) for i in range(k)], fontsize=6)
     axis.xaxis.tick_top()
@@ -288,8 +292,9 @@ def plot_retrieval(query_images: np.ndarray, query_labels: np.ndarray, neighbour
 # --------------------------------------------------------------------------------------- features part
 
 
-def feature_figures(run_dir: Path, encoder, splits) -> Dict[str, Any]:
-    """The embedding map and retrieval grid from one feature pass over capped, fixed subsets.
+def feature_figures(run_dir: Path, encoder, splits, split_features=None) -> Dict[str, Any]:
+    """The embedding map and retrieval grid of capped, fixed subsets: rows of `split_features` (the
+    evaluation's) when given, else one feature pass over the subsets.
 
     Returns {"embedding_map", "retrieval", "retrieval_precision" (% same-class among all shown
     neighbours), "val_points", "gallery"}.
@@ -300,10 +305,13 @@ def feature_figures(run_dir: Path, encoder, splits) -> Dict[str, Any]:
     gallery_index = spread_subset(len(splits.train.labels), GALLERY)
     val_labels = np.asarray(splits.val.labels)[val_index]
     gallery_labels = np.asarray(splits.train.labels)[gallery_index]
-    # One pass (one trace of the encoder) over both subsets.
-    features = extract_features(encoder, np.concatenate([splits.val.images[val_index],
-                                                         splits.train.images[gallery_index]]))
-    val_features, gallery_features = features[:len(val_index)], features[len(val_index):]
+    if split_features is not None:
+        val_features, gallery_features = split_features.val[val_index], split_features.train[gallery_index]
+    else:
+        # One pass (one trace of the encoder) over both subsets.
+        features = extract_features(encoder, np.concatenate([splits.val.take(val_index),
+                                                             splits.train.take(gallery_index)]))
+        val_features, gallery_features = features[:len(val_index)], features[len(val_index):]
 
     coordinates, ratio = pca_2d(l2_normalise(val_features))
     names = list(splits.class_names)
@@ -316,9 +324,10 @@ def feature_figures(run_dir: Path, encoder, splits) -> Dict[str, Any]:
     neighbours = nearest_neighbours(val_features[queries], gallery_features, NEIGHBOURS)
     neighbour_labels = gallery_labels[neighbours]
     result["retrieval"] = plot_retrieval(
-        splits.val.images[val_index[queries]], val_labels[queries],
-        splits.train.images[gallery_index[neighbours]], neighbour_labels, names, run_dir / RETRIEVAL)
-    result["retrieval_precision"] = round(100.0 * float(np.mean(neighbour_labels == val_labels[queries, None])), 1)
+        splits.val.take(val_index[queries]), val_labels[queries],
+        splits.train.take(gallery_index[neighbours]), neighbour_labels, names, run_dir / RETRIEVAL)
+    if np.all(val_labels >= 0):  # unlabelled data has no same-class precision to report
+        result["retrieval_precision"] = round(100.0 * float(np.mean(neighbour_labels == val_labels[queries, None])), 1)
     return result
 
 
@@ -334,6 +343,8 @@ def _number(value, digits: int = 2) -> str:
 
 
 def metrics_table(metrics: Dict[str, Any]) -> List[str]:
+    if isinstance(metrics.get("evaluation"), str):  # e.g. "skipped: no labelled data"
+        return [f"Evaluation {metrics['evaluation']} (set eval.data_path to a labelled folder to measure)."]
     baseline = metrics.get("random_init") or {}
     lines = ["| top-1 (%) | trained | random init | gain |", "|---|---:|---:|---:|"]
     for key, label in (("knn_top1", "kNN"), ("linear_top1", "linear probe"), ("finetune_top1", "fine-tune")):
@@ -364,7 +375,7 @@ def render(run_dir: Path, metrics: Dict[str, Any], curves: Optional[str], featur
                      f"{_number(metrics.get('images_per_second'), 1)} images/s"),
         ("reproduce", "`python train.py --config <this folder>/config.yaml --output <new folder>` "
                       "(config.yaml is the complete config; the same --output resumes this run)"),
-        ("rebuild this report", "`python -m sslzoo.report <this folder>`"),
+        ("rebuild this report", "`python -m sslzoo.evaluation.report <this folder>`"),
     ]
     lines += [f"- **{name}**: {text.strip()}" for name, text in facts] + ["", "## Evaluation", ""]
     lines += metrics_table(metrics)
@@ -380,8 +391,10 @@ def render(run_dir: Path, metrics: Dict[str, Any], curves: Optional[str], featur
                   "validation images, coloured by class.", "", f"![embedding map]({features['embedding_map']})",
                   "", "## Nearest-neighbour retrieval", "",
                   f"{QUERIES} fixed validation queries (left) and their {NEIGHBOURS} nearest of "
-                  f"{features['gallery']} training images by cosine similarity; green = same class, red = other. "
-                  f"Same-class share over the grid: {features['retrieval_precision']}%.", "",
+                  f"{features['gallery']} training images by cosine similarity; "
+                  + (f"green = same class, red = other. Same-class share over the grid: "
+                     f"{features['retrieval_precision']}%." if "retrieval_precision" in features
+                     else "the images are unlabelled, so the frames say nothing of class."), "",
                   f"![retrieval]({features['retrieval']})"]
     else:
         lines.append(f"(not drawn: {features_note or 'no encoder or data'})")
@@ -408,29 +421,26 @@ def _read_config(run_dir: Path) -> Dict[str, Any]:
 
 
 def build_report(run_dir: str | Path, metrics: Dict[str, Any], encoder=None, splits=None,
-                 features_note: str = "") -> str:
+                 features_note: str = "", features=None) -> str:
     """Writes report.md and its figures into `run_dir`; returns the report's file name.
 
     Args:
         metrics: the run's metrics (what metrics.json holds).
         encoder, splits: the trained encoder and the run's `DataSplits`; without them the embedding map
             and retrieval grid are left out (`features_note` says why).
+        features: the evaluation's `SplitFeatures` of `splits`, reused instead of running the encoder.
     """
     run_dir = Path(run_dir)
     history_path = run_dir / "history.csv"
     curves = plot_curves(read_history(history_path), run_dir / CURVES) if history_path.exists() else None
-    features = {}
+    given, features = features, {}
     if encoder is not None and splits is not None:
         if len(splits.val.labels) and len(splits.train.labels):
-            features = feature_figures(run_dir, encoder, splits)
+            features = feature_figures(run_dir, encoder, splits, split_features=given)
         else:
             features_note = "the run has no validation or no training images"
     atomic_write_text(run_dir / REPORT, render(run_dir, metrics, curves, features, features_note))
     return REPORT
-
-
-class ReportError(RuntimeError):
-    """The folder is not a finished run."""
 
 
 def rebuild(run_dir: str | Path) -> Path:

@@ -34,13 +34,15 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
-from sslzoo import zoo_remote
+from sslzoo import settings
+from sslzoo.zoo import remote as zoo_remote
 from sslzoo.export.card import CARD_NAME, ArtifactIntegrityError, card_field, read_card, verify_files
-from sslzoo.zoo_remote import DownloadError, IndexUnreachableError, ModelIndexError
+from sslzoo.errors import DownloadError, IndexUnreachableError, ModelIndexError
+from sslzoo.errors import ModelNotFoundError, UnsafeModelError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
 
-EXPORT_ROOTS_ENV = "SSLZOO_EXPORTED"
+EXPORT_ROOTS_ENV = settings.EXPORT_ROOTS_ENV
 FORMATS = ("keras", "saved_model", "tflite")
 KERAS_FILE = "encoder.keras"
 TFLITE_FILE = "encoder.tflite"
@@ -54,27 +56,12 @@ __all__ = ["load", "list_models", "resolve", "export_roots", "load_labels", "tfl
            "ModelIndexError", "DownloadError"]
 
 
-class ModelNotFoundError(LookupError):
-    """No export with that name in any export root; the message lists what is available and where."""
-
-
-class UnsafeModelError(ValueError):
-    """A model file would need code execution to load (e.g. a Lambda layer); it is refused."""
-
-
 # --------------------------------------------------------------------------------------- resolution
 
 
 def export_roots() -> List[Path]:
-    """The folders searched for exports by name, in order."""
-    roots = [Path(p).expanduser() for p in os.environ.get(EXPORT_ROOTS_ENV, "").split(os.pathsep) if p]
-    roots.append(Path(__file__).resolve().parents[1] / "exported")
-    roots.append(Path.cwd() / "exported")
-    unique = []
-    for root in roots:
-        if root.resolve() not in [r.resolve() for r in unique]:
-            unique.append(root)
-    return unique
+    """The folders searched for exports by name, in order (`sslzoo.settings.export_roots`)."""
+    return settings.export_roots()
 
 
 def _local_exports() -> Dict[str, Path]:

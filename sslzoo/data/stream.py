@@ -1,0 +1,141 @@
+"""Streaming input: images read and decoded inside tf.data, per epoch, never held in memory as a whole.
+
+`make_file_pipeline` yields exactly the batches `make_pipeline` yields for the same decoded images: the
+epoch order is the same stateless permutation of (seed, epoch), each index is read and decoded in that
+order (parallel, deterministic), batched, and each batch's augmentation seed is the same function of
+(seed, epoch, batch index). So a streamed run resumes exactly, and switching `data.cache` between
+`memory` and `none` changes memory use, not results.
+
+The files given here are the ones the scan (`scan_files`) decoded without error: a file that fails in
+the middle of an epoch would shift every later batch and break exact resume, so bad files are found
+and counted once, up front, and never reach the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from sslzoo.data.decode import decode_image
+from sslzoo.data.pipeline import Augment, augment_batches, epoch_order, num_batches
+
+
+def encode_paths(paths: Sequence[str]) -> tf.Tensor:
+    """A string tensor of file paths; fsencode keeps non-UTF-8 names byte for byte."""
+    return tf.constant([os.fsencode(p) for p in paths], dtype=tf.string)
+
+
+def read_and_decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [S, S, 3] of one file (`tf.io.read_file` goes through TF's file systems: gs://, s3://)."""
+    return decode_image(tf.io.read_file(path), image_size)
+
+
+def make_file_pipeline(paths: Sequence[str], labels: np.ndarray, *, image_size: int, batch_size: int,
+                       shuffle: bool = True, seed: int = 0, first_epoch: int = 0, num_epochs: int = 1,
+                       augment: Optional[Augment] = None, drop_remainder: bool = True,
+                       steps_per_epoch: int = 0) -> tf.data.Dataset:
+    """Batches for epochs `first_epoch .. first_epoch + num_epochs - 1`, decoded from `paths` as they go.
+
+    Args: as `sslzoo.data.pipeline.make_pipeline`, with `paths` (N files that decode) and `image_size`
+    in place of the in-memory images.
+    Returns:
+        The same elements as `make_pipeline` over the decoded images, with the same known cardinality.
+    """
+    labels = np.asarray(labels)
+    n = len(paths)
+    if len(labels) != n:
+        raise ValueError(f"{n} paths but {len(labels)} labels")
+    per_epoch = num_batches(n, batch_size, drop_remainder)
+    if per_epoch == 0:
+        raise ValueError(f"{n} examples make no full batch of {batch_size}; lower the batch size "
+                         f"or pass drop_remainder=False")
+    taken = min(steps_per_epoch, per_epoch) if steps_per_epoch > 0 else per_epoch
+    paths_t = encode_paths(paths)
+    labels_t = tf.constant(labels.astype(np.int32))
+
+    def _decode(index):
+        return read_and_decode(tf.gather(paths_t, index), image_size), tf.gather(labels_t, index)
+
+    def _epoch_batches(epoch):
+        order = epoch_order(n, seed, epoch, shuffle)
+        # Only the examples of the batches this epoch uses are read (steps_per_epoch may cut it short).
+        order = order[: taken * batch_size] if drop_remainder else order
+        examples = tf.data.Dataset.from_tensor_slices(order)
+        examples = examples.map(_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        batches = examples.batch(batch_size, drop_remainder=drop_remainder).take(taken)
+        return batches.enumerate().map(lambda b, batch: (epoch, b, batch))
+
+    epochs = tf.data.Dataset.range(first_epoch, first_epoch + num_epochs)
+    return augment_batches(epochs.flat_map(_epoch_batches), seed=seed, per_epoch=per_epoch, augment=augment,
+                           cardinality=num_epochs * taken)
+
+
+def decoded_batches(paths: Sequence[str], image_size: int, batch_size: int = 256):
+    """uint8 [<=B, S, S, 3] batches of `paths` in order (features of a streamed split, a few pictures)."""
+    if not len(paths):
+        return
+    dataset = tf.data.Dataset.from_tensor_slices(encode_paths(paths))
+    dataset = dataset.map(lambda p: read_and_decode(p, image_size), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+    yield from dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def decode_some(paths: Sequence[str], image_size: int) -> np.ndarray:
+    """uint8 [len(paths), S, S, 3]: the few images a report or a picture needs, decoded now."""
+    blocks = list(decoded_batches(paths, image_size))
+    if not blocks:
+        return np.zeros([0, image_size, image_size, 3], np.uint8)
+    return np.concatenate(blocks, axis=0)
+
+
+def scan_files(paths: Sequence[str], image_size: int, keep: Callable[[int], bool] = lambda i: True,
+               batch_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
+    """Decodes every file once, in parallel; returns (indices that decoded, their pixels where `keep`).
+
+    Args:
+        paths: N files (already past the header check).
+        image_size: S.
+        keep: which decoded indices to keep pixels of (all for an in-memory split; the validation part
+            only for a streamed one), so a large streamed split is decoded without being held.
+    Returns:
+        ok: int64 [M] sorted indices of the files that decoded.
+        images: uint8 [K, S, S, 3], the kept ones among `ok`, in `ok` order.
+    """
+    n = len(paths)
+    if n == 0:
+        return np.zeros([0], np.int64), np.zeros([0, image_size, image_size, 3], np.uint8)
+    keep_mask = np.array([bool(keep(i)) for i in range(n)])
+    slots = np.cumsum(keep_mask) - 1  # where a kept index lands in the kept array
+    images = np.zeros([int(keep_mask.sum()), image_size, image_size, 3], np.uint8)
+    decoded = np.zeros([n], bool)
+
+    def _read(index, path):
+        return index, read_and_decode(path, image_size)
+
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), encode_paths(paths)))
+    # Order does not matter (each image carries its index); ignore_errors drops the files that fail.
+    dataset = dataset.map(_read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    for index, batch in dataset.as_numpy_iterator():
+        decoded[index] = True
+        kept = keep_mask[index]
+        if kept.any():
+            images[slots[index[kept]]] = batch[kept]
+    ok = np.flatnonzero(decoded)
+    return ok, images[np.flatnonzero(decoded[keep_mask])] if len(images) else images
+
+
+def split_pipeline(image_set, **kwargs) -> tf.data.Dataset:
+    """`make_pipeline` over an in-memory `ImageSet`, `make_file_pipeline` over a streamed one."""
+    from sslzoo.data.pipeline import make_pipeline
+
+    if image_set.streamed and image_set.records:
+        from sslzoo.data.tfrecord_source import make_tfrecord_pipeline
+
+        return make_tfrecord_pipeline(image_set, **kwargs)
+    if image_set.streamed:
+        return make_file_pipeline(image_set.paths, image_set.labels, image_size=image_set.image_size, **kwargs)
+    return make_pipeline(image_set.images, image_set.labels, **kwargs)
