@@ -30,6 +30,7 @@ import tensorflow as tf
 from sslzoo import config as config_lib
 from sslzoo import settings
 from sslzoo.data import load_splits, split_pipeline
+from sslzoo.data.stream import read_and_decode
 from sslzoo.optimizers import build_optimizer
 from sslzoo.training.trainer import build_models
 
@@ -60,13 +61,14 @@ def _config(path: str, data_path: str, encoder: str, batch_size: int, precision:
 def jpeg_augment_rate(data_path: str, augment, batch_size: int, batches: int, image_size: int = 32) -> float:
     """Images/s of read + decode + the method's batched augmentation, straight from the JPEG files (what a
     PyTorch DataLoader with a per-image transform does), on tf.data's parallel reader."""
-    files = sorted(str(f) for f in Path(data_path).rglob("*.jpg"))[: batch_size * (batches + 2)]
+    files = sorted(str(f) for f in Path(data_path).rglob("*") if f.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"--data {data_path}: no JPEG files to time the JPEG augmentation on")
+    files = files[: batch_size * (batches + 2)]
 
     def decode(path):
-        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        # Methods read the static image size (e.g. to cut patches); CIFAR files are all 32x32.
-        image = tf.ensure_shape(image, [image_size, image_size, 3])
-        return tf.cast(image, tf.float32) / 255.0
+        # The training path's own decode: by content, shorter side resized to image_size, centre crop.
+        return tf.cast(read_and_decode(path, image_size), tf.float32) / 255.0
 
     dataset = (
         tf.data.Dataset.from_tensor_slices(files)

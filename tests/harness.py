@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ def tiny_config(method: str, options: dict, image_size: int = 32, **sections) ->
     """A config small enough for a unit test: synthetic data, a quarter-width ConvNet, one step."""
     values = {
         "data": {"source": "synthetic", "synthetic_examples": 200, "image_size": image_size},
-        "encoder": TINY_ENCODER,
+        "encoder": copy.deepcopy(TINY_ENCODER),  # callers may update it: never the shared default
         "method": {"name": method, "options": options},
         "optimizer": {"name": "sgd", "learning_rate": 0.05, "schedule": "constant"},
         "trainer": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 1},

@@ -180,7 +180,9 @@ def test_pixelation_hits_about_a_third_and_keeps_constant_patches():
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        ({}, r"3\*96 \+ 2\*48 \+ 2\*7 = 398 px but the \(resized\) image is 32 px"),
+        # The paper's geometry, used as given: it needs 398 px.
+        ({"patch_size": 96, "gap": 48, "jitter": 7},
+         r"3\*96 \+ 2\*48 \+ 2\*7 = 398 px but the \(resized\) image is 32 px"),
         ({"patch_size": 10, "gap": 2, "jitter": 1, "head_depth": 1}, r"= 36 px .* use patch_size <= 8"),
         ({"resize_to": 64, "patch_size": 20, "gap": 4, "jitter": 2}, r"= 72 px but the \(resized\) image is 64"),
         ({"patch_size": 8, "gap": 2, "jitter": 2}, r"gap 2 < 2 \* jitter 2"),

@@ -244,3 +244,16 @@ def test_export_cli_finetune_head_needs_a_finetuned_run(finished_run, tmp_path):
                      timeout=300)
     assert result.returncode == 2 and "eval.finetune_epochs" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_method_option_typo_fails_before_any_data_is_read(tmp_path, monkeypatch):
+    """The typo is named with the allowed keys, and nothing is loaded or written first."""
+    from sslzoo.data import kinds
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was loaded before the options were checked")
+
+    monkeypatch.setattr(kinds, "load_splits", no_data)
+    with pytest.raises(ConfigError, match=r"unknown method.options key\(s\) head_widht; allowed: rotations"):
+        train_run(small_config("method.options.head_widht=8"), tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()

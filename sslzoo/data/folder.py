@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import math
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -11,11 +9,11 @@ import numpy as np
 
 from sslzoo.data.headers import BadImageError, check_pixels, image_header
 from sslzoo.data.listing import IMAGE_EXTENSIONS, list_images, read_list_file  # noqa: F401 (re-exported)
-from sslzoo.data.splits import DataSplits, ImageSet, check_split_sizes, make_stats, split_indices
-from sslzoo.data.stream import scan_files
-from sslzoo.errors import DataError
+from sslzoo.data.splits import (  # noqa: F401  (check_bad_fraction: re-exported)
+    DataSplits, ImageSet, check_bad_fraction, check_split_sizes, hold_in_memory, make_stats, split_indices,
+)
+from sslzoo.data.stream import FileReader, scan_files
 
-logger = logging.getLogger(__name__)
 
 def list_image_folder(root: str | Path) -> Tuple[List[str], np.ndarray, List[str]]:
     """Lists root/<class>/<image> in a fixed (sorted) order: `list_images(root, labels="subfolders")`.
@@ -27,23 +25,6 @@ def list_image_folder(root: str | Path) -> Tuple[List[str], np.ndarray, List[str
     """
     listing = list_images(root, labels="subfolders")
     return listing.paths, listing.labels, listing.class_names
-
-
-def check_bad_fraction(bad_paths: List[str], total: int, max_bad_fraction: float, root) -> None:
-    """Logs the bad files; raises DataError if more than `max_bad_fraction` of `total` are bad."""
-    if not bad_paths:
-        return
-    fraction = len(bad_paths) / total
-    examples = ", ".join(str(p) for p in bad_paths[:5])
-    logger.warning("%d of %d images in '%s' (%.2f%%) could not be decoded and are skipped, e.g. %s",
-                   len(bad_paths), total, root, 100 * fraction, examples)
-    if fraction > max_bad_fraction:
-        allowed = math.ceil(fraction * 100) / 100
-        raise DataError(
-            f"{len(bad_paths)} of {total} images in '{root}' ({100 * fraction:.2f}%) could not be decoded "
-            f"(zero-byte, truncated or not an image), more than data.max_bad_fraction={max_bad_fraction} "
-            f"allows; e.g. {examples}. Fix or remove the bad files, or accept skipping them with "
-            f"--set data.max_bad_fraction={allowed:g}")
 
 
 def load_folder(cfg) -> DataSplits:
@@ -78,7 +59,7 @@ def load_folder(cfg) -> DataSplits:
             bad[position] = error.reason
     candidates = np.array([p for p in range(len(used)) if p not in bad], np.int64)
     size = cfg.image_size
-    in_memory = _hold_in_memory(cfg, int(is_train[candidates].sum()))
+    in_memory = hold_in_memory(cfg, int(is_train[candidates].sum()))
     ok, images = scan_files([paths[used[p]] for p in candidates], size,
                             keep=lambda j: in_memory or not is_train[candidates[j]])
     decoded = candidates[ok]
@@ -104,17 +85,9 @@ def load_folder(cfg) -> DataSplits:
     stats["passed_over"] = {kind: count for kind, count in listing.skipped_counts().items()
                             if kind not in ("symlink_loop", "unreadable")}
     return DataSplits(
-        train=ImageSet(train_images, labels[used[train_ok]], [paths[used[p]] for p in train_ok], size),
+        train=ImageSet(train_images, labels[used[train_ok]], [paths[used[p]] for p in train_ok], size,
+                       reader=None if in_memory else FileReader()),
         val=ImageSet(val_images, labels[used[val_ok]], [paths[used[p]] for p in val_ok], size),
         class_names=listing.class_names,
         stats=stats,
     )
-
-
-def _hold_in_memory(cfg, train_images: int) -> bool:
-    """`data.cache`: memory | none as said; auto holds the decoded training split while it fits."""
-    cache = getattr(cfg, "cache", "memory")
-    if cache != "auto":
-        return cache == "memory"
-    needed = train_images * cfg.image_size * cfg.image_size * 3
-    return needed <= cfg.memory_limit_mb * 2 ** 20

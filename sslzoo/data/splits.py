@@ -6,11 +6,16 @@ evaluation always see the same train/val examples.
 
 from __future__ import annotations
 
+import logging
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from sslzoo.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 @dataclass
 class ImageSet:
@@ -20,16 +25,17 @@ class ImageSet:
         images: uint8 [N, S, S, 3], RGB; None when the split is streamed (`data.cache`).
         labels: int32 [N], class indices into `DataSplits.class_names`; -1 for unlabelled images.
         paths: the N files, in the same order (None for sources that are not files).
-        image_size: S, what a streamed file decodes to.
-        records: the shard folder when the examples are records of `sslzoo.prepare` shards (the paths
-            then name records, relative to the prepared folder).
+        image_size: S, what a streamed example decodes to.
+        reader: how a streamed split is read (`sslzoo.data.stream.FileReader` for files,
+            `sslzoo.data.tfrecord_source.RecordReader` for prepared shards): its `take`, `batches` and
+            `pipeline`; None in memory.
     """
 
     images: Optional[np.ndarray]
     labels: np.ndarray
     paths: Optional[List[str]] = None
     image_size: int = 0
-    records: Optional[str] = None
+    reader: Any = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,14 +53,7 @@ class ImageSet:
         indices = np.asarray(indices, np.int64)
         if not self.streamed:
             return self.images[indices]
-        if self.records:
-            from sslzoo.data.tfrecord_source import take_records
-
-            images = take_records(self, indices.reshape(-1))
-            return images.reshape(indices.shape + images.shape[1:])
-        from sslzoo.data.stream import decode_some  # TensorFlow only when a streamed split needs it
-
-        images = decode_some([self.paths[i] for i in indices.reshape(-1)], self.image_size)
+        images = self.reader.take(self, indices.reshape(-1))
         return images.reshape(indices.shape + images.shape[1:])
 
     def batches(self, batch_size: int = 512) -> Iterator[np.ndarray]:
@@ -63,14 +62,7 @@ class ImageSet:
             for start in range(0, len(self.images), batch_size):
                 yield self.images[start:start + batch_size]
             return
-        if self.records:
-            from sslzoo.data.tfrecord_source import record_batches
-
-            yield from record_batches(self, batch_size)
-            return
-        from sslzoo.data.stream import decoded_batches
-
-        yield from decoded_batches(self.paths, self.image_size, batch_size)
+        yield from self.reader.batches(self, batch_size)
 
 
 @dataclass
@@ -192,3 +184,29 @@ def split_arrays(images: np.ndarray, labels: np.ndarray, class_names: List[str],
         class_names=list(class_names),
         stats=stats,
     )
+
+
+def check_bad_fraction(bad_paths: List[str], total: int, max_bad_fraction: float, root) -> None:
+    """Logs the bad files; raises DataError if more than `max_bad_fraction` of `total` are bad."""
+    if not bad_paths:
+        return
+    fraction = len(bad_paths) / total
+    examples = ", ".join(str(p) for p in bad_paths[:5])
+    logger.warning("%d of %d images in '%s' (%.2f%%) could not be decoded and are skipped, e.g. %s",
+                   len(bad_paths), total, root, 100 * fraction, examples)
+    if fraction > max_bad_fraction:
+        allowed = math.ceil(fraction * 100) / 100
+        raise DataError(
+            f"{len(bad_paths)} of {total} images in '{root}' ({100 * fraction:.2f}%) could not be decoded "
+            f"(zero-byte, truncated or not an image), more than data.max_bad_fraction={max_bad_fraction} "
+            f"allows; e.g. {examples}. Fix or remove the bad files, or accept skipping them with "
+            f"--set data.max_bad_fraction={allowed:g}")
+
+
+def hold_in_memory(cfg, train_images: int) -> bool:
+    """`data.cache`: memory | none as said; auto holds the decoded training split while it fits."""
+    cache = getattr(cfg, "cache", "memory")
+    if cache != "auto":
+        return cache == "memory"
+    needed = train_images * cfg.image_size * cfg.image_size * 3
+    return needed <= cfg.memory_limit_mb * 2 ** 20

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import decode_image
-from sslzoo.data.pipeline import Augment, augment_batches, epoch_order, num_batches
+from sslzoo.data.pipeline import Augment, augment_batches, epoch_order, make_pipeline, num_batches
 
 
 def encode_paths(paths: Sequence[str]) -> tf.Tensor:
@@ -128,14 +128,21 @@ def scan_files(paths: Sequence[str], image_size: int, keep: Callable[[int], bool
     return ok, images[np.flatnonzero(decoded[keep_mask])] if len(images) else images
 
 
-def split_pipeline(image_set, **kwargs) -> tf.data.Dataset:
-    """`make_pipeline` over an in-memory `ImageSet`, `make_file_pipeline` over a streamed one."""
-    from sslzoo.data.pipeline import make_pipeline
+class FileReader:
+    """How a split streamed from its image files is read (`ImageSet.reader`)."""
 
-    if image_set.streamed and image_set.records:
-        from sslzoo.data.tfrecord_source import make_tfrecord_pipeline
+    def take(self, image_set, indices: np.ndarray) -> np.ndarray:
+        return decode_some([image_set.paths[i] for i in indices], image_set.image_size)
 
-        return make_tfrecord_pipeline(image_set, **kwargs)
-    if image_set.streamed:
+    def batches(self, image_set, batch_size: int):
+        yield from decoded_batches(image_set.paths, image_set.image_size, batch_size)
+
+    def pipeline(self, image_set, **kwargs) -> tf.data.Dataset:
         return make_file_pipeline(image_set.paths, image_set.labels, image_size=image_set.image_size, **kwargs)
+
+
+def split_pipeline(image_set, **kwargs) -> tf.data.Dataset:
+    """`make_pipeline` over an in-memory `ImageSet`; over a streamed one, its reader's pipeline."""
+    if image_set.streamed:
+        return image_set.reader.pipeline(image_set, **kwargs)
     return make_pipeline(image_set.images, image_set.labels, **kwargs)

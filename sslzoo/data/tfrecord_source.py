@@ -16,10 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import decode_image
-from sslzoo.data.folder import _hold_in_memory, check_bad_fraction
 from sslzoo.data.headers import BadImageError, check_pixels, image_header
 from sslzoo.data.pipeline import Augment, augment_batches, num_batches
-from sslzoo.data.splits import DataSplits, ImageSet, check_split_sizes, make_stats, split_indices
+from sslzoo.data.splits import (
+    DataSplits, ImageSet, check_bad_fraction, check_split_sizes, hold_in_memory, make_stats, split_indices,
+)
 from sslzoo.data.tfrecord import epoch_dataset, read_manifest, shard_dataset
 
 # Records held in the shuffle buffer of a streamed epoch (bytes, not pixels: ~100 MB for 10 kB JPEGs).
@@ -45,7 +46,7 @@ def load_tfrecord(cfg) -> DataSplits:
     is_val[val_idx] = True
     in_split = np.zeros(len(paths), bool)
     in_split[np.concatenate([train_idx, val_idx])] = True
-    in_memory = _hold_in_memory(cfg, len(train_idx))
+    in_memory = hold_in_memory(cfg, len(train_idx))
 
     # One decode pass over the records: which decode, and the pixels of those held in memory.
     wanted = in_split & ~np.isin(np.arange(len(paths)), list(bad))
@@ -76,7 +77,7 @@ def load_tfrecord(cfg) -> DataSplits:
             np.zeros([0, size, size, 3], np.uint8)
 
     train = ImageSet(stack(train_ok) if in_memory else None, labels_array[train_ok],
-                     [paths[p] for p in train_ok], size, records=str(cfg.path))
+                     [paths[p] for p in train_ok], size, reader=None if in_memory else RecordReader(str(cfg.path)))
     stats = make_stats("tfrecord", len(used), bad_paths)
     stats["bad_reasons"] = [f"{paths[p]}: {bad[p]}" for p in sorted(bad) if in_split[p]][:10]
     return DataSplits(train, ImageSet(stack(val_ok), labels_array[val_ok], [paths[p] for p in val_ok], size),
@@ -108,9 +109,10 @@ def make_tfrecord_pipeline(image_set: ImageSet, *, batch_size: int, shuffle: boo
 
     def one_epoch(epoch: int) -> tf.data.Dataset:
         if shuffle:
-            records = epoch_dataset(image_set.records, seed, epoch, buffer=SHUFFLE_RECORDS, with_path=True)
+            records = epoch_dataset(image_set.reader.directory, seed, epoch, buffer=SHUFFLE_RECORDS,
+                                    with_path=True)
         else:
-            records = shard_dataset(image_set.records, with_path=True)
+            records = shard_dataset(image_set.reader.directory, with_path=True)
         records = _split_records(image_set, records)
         images = records.map(lambda data, label, path: (decode_image(data, size), label),
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -128,7 +130,7 @@ def make_tfrecord_pipeline(image_set: ImageSet, *, batch_size: int, shuffle: boo
 
 def record_batches(image_set: ImageSet, batch_size: int):
     """uint8 batches of a streamed tfrecord split in manifest order (features, pictures)."""
-    records = _split_records(image_set, shard_dataset(image_set.records, with_path=True))
+    records = _split_records(image_set, shard_dataset(image_set.reader.directory, with_path=True))
     images = records.map(lambda data, label, path: decode_image(data, image_set.image_size),
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     yield from images.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
@@ -139,9 +141,9 @@ def take_records(image_set: ImageSet, indices: np.ndarray) -> np.ndarray:
     the shards, decoding only those)."""
     wanted = [image_set.paths[i] for i in indices]
     subset = ImageSet(None, np.zeros(len(set(wanted)), np.int32), sorted(set(wanted)), image_set.image_size,
-                      records=image_set.records)
+                      reader=image_set.reader)
     found: Dict[str, np.ndarray] = {}
-    records = _split_records(subset, shard_dataset(image_set.records, with_path=True))
+    records = _split_records(subset, shard_dataset(image_set.reader.directory, with_path=True))
     records = records.map(lambda data, label, path: (path, decode_image(data, image_set.image_size)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for path, image in records.as_numpy_iterator():
@@ -150,3 +152,23 @@ def take_records(image_set: ImageSet, indices: np.ndarray) -> np.ndarray:
     if not wanted:
         return np.zeros([0, size, size, 3], np.uint8)
     return np.stack([found[p] for p in wanted])
+
+
+class RecordReader:
+    """How a split streamed from prepared shards is read (`ImageSet.reader`).
+
+    Args:
+        directory: the folder `python -m sslzoo.prepare` wrote (local, or a tf.io.gfile URL).
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def take(self, image_set: ImageSet, indices: np.ndarray) -> np.ndarray:
+        return take_records(image_set, indices)
+
+    def batches(self, image_set: ImageSet, batch_size: int):
+        yield from record_batches(image_set, batch_size)
+
+    def pipeline(self, image_set: ImageSet, **kwargs) -> tf.data.Dataset:
+        return make_tfrecord_pipeline(image_set, **kwargs)

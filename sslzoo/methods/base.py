@@ -238,6 +238,22 @@ def top1(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32))
 
 
+def scaled_pixels(value_at_32: int, image_size: int, *, minimum: int = 0, multiple_of: int = 1) -> int:
+    """A pixel size tuned on 32x32 images, scaled to `image_size`: value_at_32 * image_size / 32.
+
+    Rounds half up to the nearest multiple of `multiple_of` (integer arithmetic, so 32 px gives
+    `value_at_32` exactly), then raises to at least `minimum` (kept a multiple). Options declared
+    `int | None` resolve None with this in `resolve_options`; methods clamp the result where their
+    geometry needs more (a grid that must fit, a size that must tile the image).
+    """
+    step = int(multiple_of)
+    if step < 1:
+        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
+    numerator, denominator = int(value_at_32) * int(image_size), 32 * step
+    value = step * ((2 * numerator + denominator) // (2 * denominator))
+    return max(value, step * -(-int(minimum) // step))
+
+
 def require(ok: bool, message: str) -> None:
     """Raises `ConfigError(message)` unless `ok`: for the checks an options dataclass makes across fields
     in its `__post_init__` (single-field types and bounds come from `option()`)."""

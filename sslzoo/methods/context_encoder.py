@@ -27,7 +27,7 @@ from sslzoo.losses.reconstruction import (
     joint_loss,
     masked_l2,
 )
-from sslzoo.methods.base import SSLMethod, require
+from sslzoo.methods.base import SSLMethod, require, scaled_pixels
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
@@ -40,17 +40,21 @@ class ContextEncoderOptions:
     mask: Literal["central", "random_block", "random_region"] = option(
         "random_region", "which pixels to inpaint: the central square, random squares or random blobs")
     # central: the predicted square (paper: the central quarter of the area, half the side); the input hole
-    # is it shrunk by `overlap` per side (code: overlapPred = 4 at 128 px; card: 2 at 32 px).
-    region_size: int = option(16, "central: side of the predicted square in pixels")
-    overlap: int = option(2, "width of the ring around the hole that is predicted too (the card: 2 at 32x32)",
-                          ge=0)
+    # is it shrunk by `overlap` per side (code: overlapPred = 4 at 128 px; card: 2 at 32 px, which scaled
+    # gives 8 at 128 px).
+    region_size: int | None = option(None, "central: side of the predicted square in pixels (None: 16 x "
+                                           "image_size / 32, the nearest size the decoder can produce)")
+    overlap: int | None = option(None, "width of the ring around the hole that is predicted too (None: 2 x "
+                                       "image_size / 32, small enough to leave a hole)", ge=0)
     overlap_weight: float = option(10.0, "loss weight of the overlap ring (code: overlapL2Weight; paper: 10)",
                                    ge=0)
     # random_block: this many squares of block_size at random positions (4 x 8^2 <= 1/4 of 32^2).
-    block_size: int = option(8, "random_block: side of each square in pixels")
+    block_size: int | None = option(None, "random_block: side of each square in pixels (None: 8 x image_size / 32)")
     num_blocks: int = option(4, "random_block: squares per image")
     # random_region: blob masks covering a uniform fraction in `coverage` (code keeps 20-30%).
     coverage: tuple[float, float] = option((0.2, 0.3), "random_region: [low, high] fraction of the image masked")
+    # Not a pixel size: noise cells across the image, so blobs keep their share of the image at any size
+    # (the code's res = 0.06 gives ~8 across its 128-px crops, as 8 does across 32-px CIFAR).
     noise_size: int = option(8, "random_region: side of the noise grid upsampled into blobs")
     # Hole fill in [0, 1] RGB; [] = the encoder's own input mean (the dataset mean), so the hole is exactly
     # zero after the encoder's normalisation ("the fill value must match your input normalisation").
@@ -87,6 +91,29 @@ def _output_size(options: ContextEncoderOptions, image_size: int) -> int:
     return options.region_size if options.mask == "central" else image_size
 
 
+def _scaled_geometry(options: ContextEncoderOptions, encoder: keras.Model, image_size: int):
+    """The unset pixel sizes, scaled from their 32-px values and kept valid for the decoder and the hole."""
+    region = options.region_size
+    if region is None:
+        region = scaled_pixels(16, image_size, minimum=1)
+        try:
+            map_size = _feature_map_shape(encoder)[0]
+        except ConfigError:
+            map_size = 0  # resolve_options names the missing feature map
+        # The decoder doubles the map k >= 1 times: an image size that is not the map times a power of
+        # two (e.g. 100 px, a 12x12 map) gets the nearest such region that fits.
+        fits = [map_size * 2 ** k for k in range(1, 16) if 0 < map_size * 2 ** k <= image_size]
+        if fits:
+            region = min(fits, key=lambda size: (abs(size - region), -size))
+    overlap = options.overlap
+    if overlap is None:
+        overlap = min(scaled_pixels(2, image_size), (region - 1) // 2)
+    block = options.block_size
+    if block is None:
+        block = min(scaled_pixels(8, image_size, minimum=1), image_size)
+    return dataclasses.replace(options, region_size=region, overlap=overlap, block_size=block)
+
+
 @register_method("context_encoder")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class ContextEncoder(SSLMethod):
@@ -113,6 +140,7 @@ class ContextEncoder(SSLMethod):
     @classmethod
     def resolve_options(cls, options, encoder):
         image_size = int(encoder.input_shape[1])
+        options = _scaled_geometry(options, encoder, image_size)
         check_mask_options(options.mask, image_size, dataclasses.asdict(options))
         if not options.fill:
             stats = input_normalization(encoder)

@@ -21,7 +21,7 @@ from sslzoo.augment.grid import augment_patches, check_grid, cut_grid, patch_mos
 from sslzoo.backbones import FEATURE_MAP, FEATURES, at_input_size, input_normalization
 from sslzoo.config import ConfigError, option
 from sslzoo.losses.cpc import cpc_loss
-from sslzoo.methods.base import SSLMethod
+from sslzoo.methods.base import SSLMethod, scaled_pixels
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
@@ -30,11 +30,14 @@ from sslzoo.registry import register_method
 class CPCOptions:
     # Geometry. CIFAR default: 8x8 patches at stride 4 on the 32x32 image, a 7x7 grid with 50% overlap:
     # the paper's 7x7 grid and overlap at native scale (the Lightning-Bolts CIFAR recipe). Upsampling to
-    # 64x64 with 16-px patches would keep the same grid at 4x the pixels per step.
+    # 64x64 with 16-px patches would keep the same grid at 4x the pixels per step. Unset, patch and stride
+    # scale with the (resized) image S, so any S that is a multiple of 8 keeps the 7x7 grid.
     resize: int = option(0, "> 0: bilinear resize of the image to resize x resize before cutting the grid", ge=0)
     # patch_size, patch_stride and steps are checked against the image size (sslzoo.augment.grid.check_grid).
-    patch_size: int = option(8, "side of a patch in pixels")
-    patch_stride: int = option(4, "pixels between neighbouring patches (patch_size / 2: the paper's 50% overlap)")
+    patch_size: int | None = option(None, "side of a patch in pixels (None: 8 x S / 32, S = resize or the image "
+                                          "size, nudged so the grid tiles S)")
+    patch_stride: int | None = option(None, "pixels between neighbouring patches, patch_size / 2 is the paper's "
+                                            "50% overlap (None: 4 x S / 32)")
     # K: predict 1..K rows ahead (CPC v1: up to 5 on its 7x7 grid; card for CIFAR: 3).
     steps: int = option(3, "K: the context predicts the patch encodings 1..K rows below it")
     # Candidates of each prediction: the patches of G images (its own and G - 1 others). 0: the whole
@@ -60,6 +63,26 @@ class CPCOptions:
     patch_flip: float = option(0.5, "probability of flipping each patch horizontally", ge=0, le=1)
     colour_drop: float = option(0.5, "probability of keeping only 1 of a patch's 3 colour channels", ge=0, le=1)
     patch_jitter: int = option(0, "shift of each patch's content by up to this many pixels (zero border)", ge=0)
+
+
+def _scaled_grid(options: CPCOptions, source: int) -> CPCOptions:
+    """The unset patch size and stride, scaled from 8 and 4 at 32 px to the `source` image the grid is cut
+    from. The grid must end on the image's last pixel ((source - patch) a multiple of the stride), which
+    the scaled values do when source is a multiple of 8; otherwise the unset one moves to the nearest
+    value that tiles."""
+    patch, stride = options.patch_size, options.patch_stride
+    if stride is None:
+        stride = scaled_pixels(4, source, minimum=1)
+        if patch is not None and 0 < patch < source:
+            span = source - patch
+            stride = min((d for d in range(1, span + 1) if span % d == 0), key=lambda d: (abs(d - stride), -d))
+    if options.patch_size is None:
+        patch = min(scaled_pixels(8, source, minimum=1), source)
+        rest = (source - patch) % stride if stride >= 1 else 0
+        if rest:
+            smaller, larger = patch - (stride - rest), patch + rest
+            patch = smaller if smaller >= 1 and (stride - rest < rest or larger > source) else larger
+    return dataclasses.replace(options, patch_size=patch, patch_stride=stride)
 
 
 # A patch encoder without a Normalization layer: colour dropping fills with 0.5 grey.
@@ -174,6 +197,7 @@ class CPC(SSLMethod):
 
     @classmethod
     def resolve_options(cls, options, encoder):
+        options = _scaled_grid(options, options.resize or int(encoder.input_shape[1]))
         check_grid(int(encoder.input_shape[1]), options.patch_size, options.patch_stride, options.steps,
                    resize=options.resize)
         return options

@@ -23,7 +23,7 @@ from sslzoo.augment.jigsaw import (
 from sslzoo.backbones import IDENTITY_NORMALIZATION, at_input_size, input_normalization
 from sslzoo.config import ConfigError, option
 from sslzoo.heads import mlp_head
-from sslzoo.methods.base import SSLMethod, top1
+from sslzoo.methods.base import SSLMethod, scaled_pixels, top1
 from sslzoo.pictures import mosaic, save_image_grid
 from sslzoo.registry import register_method
 
@@ -38,11 +38,15 @@ class JigsawOptions:
     # Geometry. CIFAR default: the card's "central 30x30" option (a 30x30 grid at a random offset in the
     # 32x32 image, 10x10 cells, 8x8 tiles) at native scale: measured on a 2-core CPU, 8x8 tiles train
     # ~3.7x faster than tiles upsampled to 16x16 (1,621 vs 436 images/s) and transferred no worse.
+    # Unset, grid and tile keep those shares of the (resized) image S at any size (224 px: 210 and 56).
     # The paper's: resize 0 on 256-resized images, grid_size 255, tile_size 64, tile_resize 0.
     resize: int = option(0, "> 0: bilinear resize of the image to resize x resize before cutting (card: 96)",
                          ge=0)
-    grid_size: int = option(30, "side of the 3x3 grid cut at a random offset in the (resized) image", ge=3)
-    tile_size: int = option(8, "side of the tile taken at a random place inside each grid cell", ge=1)
+    grid_size: int | None = option(None, "side of the 3x3 grid cut at a random offset in the (resized) image "
+                                         "(None: 30 x S / 32, S = resize or the image size, a multiple of 3)",
+                                   ge=3)
+    tile_size: int | None = option(None, "side of the tile taken at a random place inside each grid cell "
+                                         "(None: 8 x S / 32, at most the cell minus channel_jitter)", ge=1)
     tile_resize: int = option(0, "> 0: bilinear resize of every tile before the encoder (e.g. 16)", ge=0)
     # Countermeasures against shortcuts (card, "Pitfalls").
     normalize_tiles: bool = option(True, "each tile channel to zero mean / unit std (after the encoder's "
@@ -79,6 +83,15 @@ class Jigsaw(SSLMethod):
     @classmethod
     def resolve_options(cls, options, encoder):
         image_size = int(encoder.input_shape[1])
+        source = options.resize or image_size
+        grid = options.grid_size
+        if grid is None:
+            # A multiple of 3 gives equal cells with no pixel of the grid left unused.
+            grid = max(3, min(scaled_pixels(30, source, multiple_of=3), source - source % 3))
+        tile = options.tile_size
+        if tile is None:
+            tile = max(1, min(scaled_pixels(8, source), grid // 3 - options.channel_jitter))
+        options = dataclasses.replace(options, grid_size=grid, tile_size=tile)
         check_geometry(image_size, options.grid_size, options.tile_size, options.channel_jitter,
                        resize=options.resize)
         tile_input = options.tile_resize or options.tile_size

@@ -24,19 +24,23 @@ from sslzoo.augment.patches import (
 from sslzoo.backbones import at_input_size, input_normalization
 from sslzoo.config import option
 from sslzoo.heads import mlp_head
-from sslzoo.methods.base import SSLMethod, top1
+from sslzoo.methods.base import SSLMethod, scaled_pixels, top1
 from sslzoo.pictures import mosaic, save_image_grid
 from sslzoo.registry import register_method
 
 
 @dataclasses.dataclass(frozen=True)
 class RelPatchOptions:
-    # Geometry in pixels of the (resized) image. Defaults are the paper's for large images (D-code: 96 px
-    # patches, gap 48, jitter +-7, images of 150k-450k pixels). CIFAR (card): resize_to 64 with 16/4/2,
-    # or native 32 with 8/2/1 (the card's 9/2/1 needs 3*9 + 2*2 + 2*1 = 33 px with the jitter margin).
-    patch_size: int = option(96, "side of every patch", ge=1)
-    gap: int = option(48, "pixels between neighbouring patches of the 3x3 grid (>= 2 * jitter)", ge=0)
-    jitter: int = option(7, "random shift of each patch from its cell, up to +-jitter pixels", ge=0)
+    # Geometry in pixels of the (resized) image. Defaults: the card's native CIFAR geometry 8/2/1 at 32 px
+    # (its 9/2/1 needs 3*9 + 2*2 + 2*1 = 33 px with the jitter margin), scaled with the image the patches are
+    # cut from; at 224 px that is 56/14/7. The paper's (D-code: 96 px patches, gap 48, jitter +-7, images
+    # of 150k-450k pixels) need 398 px and are set explicitly. CIFAR zoo config: resize_to 64 with 16/4/2.
+    patch_size: int | None = option(None, "side of every patch (None: 8 x S / 32, S = resize_to or the image "
+                                          "size)", ge=1)
+    gap: int | None = option(None, "pixels between neighbouring patches of the 3x3 grid, >= 2 * jitter "
+                                   "(None: 2 x S / 32, at least 2 * jitter)", ge=0)
+    jitter: int | None = option(None, "random shift of each patch from its cell, up to +-jitter pixels "
+                                      "(None: 1 x S / 32, at most gap / 2)", ge=0)
     resize_to: int = option(0, "> 0: resize every image to resize_to x resize_to (bilinear) before cutting "
                                "patches; 0: native size", ge=0)
     # Countermeasures to the three shortcuts (card, "Pitfalls").
@@ -76,10 +80,22 @@ class RelPatch(SSLMethod):
 
     @classmethod
     def resolve_options(cls, options, encoder):
-        """Bad geometry fails with the numbers and a fix."""
-        image_size = int(encoder.input_shape[1])
-        check_geometry(options.resize_to or image_size, options.patch_size, options.gap, options.jitter,
-                       what="method.options for relpatch")
+        """Scales the unset geometry to the image the patches are cut from; bad geometry fails with the
+        numbers and a fix."""
+        source = options.resize_to or int(encoder.input_shape[1])
+        gap = options.gap
+        if gap is None:
+            gap = max(scaled_pixels(2, source), 2 * (options.jitter or 0))
+        jitter = options.jitter
+        if jitter is None:
+            # Rounding could give jitter > gap / 2 (48 px: gap 3, jitter 2), letting patches overlap.
+            jitter = min(scaled_pixels(1, source), gap // 2)
+        patch = options.patch_size
+        if patch is None:
+            # Rounding up three patches, two gaps and the jitter can overrun a small image by a pixel or two.
+            patch = max(1, min(scaled_pixels(8, source), (source - 2 * gap - 2 * jitter) // 3))
+        options = dataclasses.replace(options, patch_size=patch, gap=gap, jitter=jitter)
+        check_geometry(source, options.patch_size, options.gap, options.jitter, what="method.options for relpatch")
         return options
 
     @classmethod

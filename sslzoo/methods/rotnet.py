@@ -14,7 +14,7 @@ from sslzoo.augment import random_crop_with_padding, random_flip_left_right, rot
 from sslzoo.backbones import nin_blocks
 from sslzoo.config import option
 from sslzoo.heads import conv_head, mlp_head
-from sslzoo.methods.base import SSLMethod, require, top1
+from sslzoo.methods.base import SSLMethod, require, scaled_pixels, top1
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
@@ -29,8 +29,10 @@ class RotNetOptions:
     head: Literal["linear", "mlp", "conv", "nin"] = option("conv", "the rotation classifier")
     head_width: int = option(256, "hidden width of the mlp/conv head", ge=1)
     head_depth: int = option(2, "hidden layers of the mlp/conv head", ge=0)
-    # CIFAR augmentation of the official code: RandomCrop(32, padding=4) + horizontal flip.
-    crop_padding: int = option(4, "random-crop padding in pixels (0 disables)", ge=0)
+    # CIFAR augmentation of the official code: RandomCrop(32, padding=4) + horizontal flip; the padding
+    # keeps that share of the image at other sizes.
+    crop_padding: int | None = option(None, "random-crop padding in pixels, 0 disables "
+                                            "(None: 4 x image_size / 32)", ge=0)
     flip: bool = option(True, "random horizontal flips")
 
     def __post_init__(self):
@@ -54,6 +56,12 @@ class RotNet(SSLMethod):
     Options = RotNetOptions
     parts = ("head",)
     log_names = ("rotation_top1",)
+
+    @classmethod
+    def resolve_options(cls, options, encoder):
+        if options.crop_padding is None:
+            options = dataclasses.replace(options, crop_padding=scaled_pixels(4, int(encoder.input_shape[1])))
+        return options
 
     @classmethod
     def build_parts(cls, options, encoder, make_encoder=None):

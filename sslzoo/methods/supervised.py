@@ -17,15 +17,17 @@ import tensorflow as tf
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
 from sslzoo.config import option, parse_options
 from sslzoo.heads import mlp_head
-from sslzoo.methods.base import SSLMethod, require, top1
+from sslzoo.methods.base import SSLMethod, require, scaled_pixels, top1
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
 
 @dataclasses.dataclass(frozen=True)
 class SupervisedOptions:
-    # The standard CIFAR recipe (He et al., ResNet, CVPR 2016): 4-pixel-padded random crop + flip.
-    crop_padding: int = option(4, "random-crop padding in pixels (0 disables)", ge=0)
+    # The standard CIFAR recipe (He et al., ResNet, CVPR 2016): 4-pixel-padded random crop + flip; the
+    # padding keeps that share of the image at other sizes.
+    crop_padding: int | None = option(None, "random-crop padding in pixels, 0 disables "
+                                            "(None: 4 x image_size / 32)", ge=0)
     flip: bool = option(True, "random horizontal flips")
     # Label smoothing is off: the baseline should be the plain cross-entropy everyone compares with.
     label_smoothing: float = option(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
@@ -48,9 +50,15 @@ class Supervised(SSLMethod):
     log_names = ("top1",)
 
     @classmethod
+    def resolve_options(cls, options, encoder):
+        if options.crop_padding is None:
+            options = dataclasses.replace(options, crop_padding=scaled_pixels(4, int(encoder.input_shape[1])))
+        return options
+
+    @classmethod
     def create(cls, options, encoder, num_classes=0, make_encoder=None):
         """Builds the baseline from `method.options`; needs the class count (the trainer's num_classes)."""
-        options = parse_options(cls.Options, options, "method.options")
+        options = cls.resolve_options(parse_options(cls.Options, options, "method.options"), encoder)
         require(num_classes >= 2,
                 "method 'supervised' trains on the labels and needs the number of classes: keep "
                 "method.online_probe: true (the trainer passes the class count only then) and labelled data")

@@ -20,9 +20,8 @@ import keras
 import numpy as np
 import yaml
 
-from sslzoo.video import plugin as _video_plugin  # noqa: F401  (registers the clip kind and tracking evaluator)
 from sslzoo.backbones import validate_encoder_options
-from sslzoo.config import Config, ConfigError
+from sslzoo.config import Config, ConfigError, parse_options
 from sslzoo.config import from_dict as config_from_dict
 from sslzoo.data import split_pipeline
 from sslzoo.data.kinds import TrainingData, kind_for_source
@@ -37,8 +36,10 @@ from sslzoo.training.checkpoints import EpochCheckpoint, RunState
 from sslzoo.training.build import INIT_WEIGHTS, build_models, initial_encoder  # noqa: F401  (public stages)
 from sslzoo.training.evaluators import PARITY_SAMPLES
 from sslzoo.training.strategy import make_strategy
+from sslzoo.video import plugin as _video_plugin  # noqa: F401  (registers the clip kind and tracking evaluator)
 
 log = logging.getLogger(__name__)
+
 
 def _check_run_folder(config: Config, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
@@ -54,12 +55,18 @@ def _check_run_folder(config: Config, run_dir: Path) -> None:
 
 
 def check_names(config: Config) -> None:
-    """Unknown method or encoder names fail before any data is read, listing the registered ones."""
+    """Unknown method or encoder names, and unknown or mistyped method and encoder options, fail before
+    any data is read, listing what is allowed (checks that need the built encoder come at build time)."""
     for kind, registry, name in (("method.name", METHODS, config.method.name),
                                  ("encoder.name", ENCODERS, config.encoder.name)):
         if name not in registry:
             raise ConfigError(f"{kind} '{name}' is not registered; available: {', '.join(registry.names())}")
     validate_encoder_options(config.encoder.name, config.encoder.options)
+    parse_options(METHODS.get(config.method.name).Options, config.method.options, "method.options")
+    kind_for_source(config.data.source)
+    if config.eval.evaluator and config.eval.evaluator not in EVALUATORS:
+        raise ConfigError(f"eval.evaluator '{config.eval.evaluator}' is not registered; available: "
+                          f"{', '.join(EVALUATORS.names())} (or \"\" for the data kind's own)")
 
 
 def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") -> Dict[str, Any]:
