@@ -12,7 +12,7 @@ import keras
 
 from sslzoo.layers.batch_norm import FusedBatchNormalization
 
-# CIFAR-10 per-channel statistics used by RotNet's `dataloader.py` (METHODS.md, card 1), in [0, 1] units.
+# CIFAR-10 per-channel statistics used by RotNet's official `dataloader.py`, in [0, 1] units.
 CIFAR_MEAN: Tuple[float, float, float] = (125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0)
 CIFAR_STD: Tuple[float, float, float] = (63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0)
 

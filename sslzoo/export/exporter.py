@@ -54,7 +54,7 @@ from sslzoo.errors import ExportParityError  # noqa: F401  (raised here)
 logger = logging.getLogger(__name__)
 
 PARITY_BATCH_SIZES = (1, 7, 32)
-SAVED_MODEL_TOLERANCE = 1e-5  # DESIGN.md reliability checklist item 6
+SAVED_MODEL_TOLERANCE = 1e-5  # SavedModel vs Keras at batch 1, 7, 32 (docs/ARCHITECTURE.md, export folder)
 TFLITE_TOLERANCE = 1e-4
 KERAS_FILE = "encoder.keras"
 TFLITE_FILE = "encoder.tflite"

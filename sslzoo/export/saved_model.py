@@ -225,7 +225,7 @@ def saved_model_classify(loaded, inputs, signature: str = CLASSIFY) -> Dict[str,
 
 
 # ---------------------------------------------------------------------------------------------------
-# Graph hygiene (DESIGN.md reliability checklist item 7)
+# Graph hygiene: no file-reading, file-writing or printing op in anything shipped
 #
 # Which functions are inspected: every SavedModel also contains `__inference__traced_save_*` and
 # `__inference__traced_restore_*` (SaveV2, RestoreV2, MergeV2Checkpoints, ShardedFilename...): the

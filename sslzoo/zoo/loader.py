@@ -17,7 +17,7 @@ Resolution order for a name (first hit wins, like PATH):
    (see `sslzoo.zoo_remote`). **No remote URL is contacted unless you configure one**; there is no default.
 An existing path is used as is.
 
-Loading never deserializes code (DESIGN.md checklist item 9): every file's sha256 is checked against the
+Loading never deserializes code: every file's sha256 is checked against the
 model card first, `.keras` files load with `safe_mode=True`, and a `.keras` holding a `Lambda` layer is
 refused before Keras reads it. Cache hits are re-verified on every load; a cache entry that no longer
 matches its card raises `ArtifactIntegrityError` telling you to delete `<cache>/<name>` (it is never

@@ -19,7 +19,7 @@ temporary folder inside the cache root (`.<name>.tmp-*`); each file is streamed 
 hashed while it streams, and renamed to its final name only when its size and sha256 match the index.
 The model folder is renamed into the cache only after every file matched the index and the whole folder
 verified against its model card. A flipped byte, a short read, a network error or a Ctrl-C removes the
-temporary folder, so the cache never holds a partial or unverified model (DESIGN.md checklist item 8).
+temporary folder, so the cache never holds a partial or unverified model.
 Cache hits are re-verified against the model card on every load (`sslzoo.zoo.load`); a cache entry that
 fails is reported, never silently re-downloaded over (delete `<cache>/<name>` to fetch it again).
 """
