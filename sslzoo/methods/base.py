@@ -254,6 +254,13 @@ def scaled_pixels(value_at_32: int, image_size: int, *, minimum: int = 0, multip
     return max(value, step * -(-int(minimum) // step))
 
 
+def with_scaled_pixels(options, image_size: int, **values_at_32: int):
+    """`options` with every field named here that is None set to its 32-px value scaled to `image_size`."""
+    updates = {name: scaled_pixels(value, image_size) for name, value in values_at_32.items()
+               if getattr(options, name) is None}
+    return dataclasses.replace(options, **updates) if updates else options
+
+
 def require(ok: bool, message: str) -> None:
     """Raises `ConfigError(message)` unless `ok`: for the checks an options dataclass makes across fields
     in its `__post_init__` (single-field types and bounds come from `option()`)."""

@@ -14,7 +14,7 @@ from sslzoo.augment import random_crop_with_padding, random_flip_left_right, rot
 from sslzoo.backbones import nin_blocks
 from sslzoo.config import option
 from sslzoo.heads import conv_head, mlp_head
-from sslzoo.methods.base import SSLMethod, require, scaled_pixels, top1
+from sslzoo.methods.base import SSLMethod, require, top1, with_scaled_pixels
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
@@ -59,9 +59,7 @@ class RotNet(SSLMethod):
 
     @classmethod
     def resolve_options(cls, options, encoder):
-        if options.crop_padding is None:
-            options = dataclasses.replace(options, crop_padding=scaled_pixels(4, int(encoder.input_shape[1])))
-        return options
+        return with_scaled_pixels(options, int(encoder.input_shape[1]), crop_padding=4)
 
     @classmethod
     def build_parts(cls, options, encoder, make_encoder=None):

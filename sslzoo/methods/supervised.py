@@ -17,7 +17,7 @@ import tensorflow as tf
 from sslzoo.augment import random_crop_with_padding, random_flip_left_right, split_seed
 from sslzoo.config import option, parse_options
 from sslzoo.heads import mlp_head
-from sslzoo.methods.base import SSLMethod, require, scaled_pixels, top1
+from sslzoo.methods.base import SSLMethod, require, top1, with_scaled_pixels
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
 
@@ -51,9 +51,7 @@ class Supervised(SSLMethod):
 
     @classmethod
     def resolve_options(cls, options, encoder):
-        if options.crop_padding is None:
-            options = dataclasses.replace(options, crop_padding=scaled_pixels(4, int(encoder.input_shape[1])))
-        return options
+        return with_scaled_pixels(options, int(encoder.input_shape[1]), crop_padding=4)
 
     @classmethod
     def create(cls, options, encoder, num_classes=0, make_encoder=None):
