@@ -30,7 +30,7 @@ import tensorflow as tf
 from sslzoo import config as config_lib
 from sslzoo import settings
 from sslzoo.data import load_splits, split_pipeline
-from sslzoo.data.stream import read_and_decode
+from sslzoo.data.decode import read_and_decode
 from sslzoo.optimizers import build_optimizer
 from sslzoo.training.trainer import build_models
 

@@ -17,7 +17,6 @@ import tensorflow as tf
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError, EncoderConfig, parse_options
 from sslzoo.data import load_splits
-from sslzoo.methods import build_method
 from sslzoo.methods.base import scaled_pixels
 from sslzoo.optimizers import build_optimizer
 from sslzoo.registry import METHODS

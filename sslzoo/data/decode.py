@@ -9,7 +9,7 @@ keeping the aspect ratio, and centre-cropped.
 from __future__ import annotations
 
 import os
-from typing import Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -78,6 +78,53 @@ def decode_image(contents: tf.Tensor, image_size: int) -> tf.Tensor:
     return resize_uint8(tf.ensure_shape(image, [None, None, 3]), image_size)
 
 
+def encode_paths(paths: Sequence[str]) -> tf.Tensor:
+    """A string tensor of file paths; fsencode keeps non-UTF-8 names byte for byte."""
+    return tf.constant([os.fsencode(p) for p in paths], dtype=tf.string)
+
+
+def read_and_decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [S, S, 3] of one file (`tf.io.read_file` goes through TF's file systems: gs://, s3://)."""
+    return decode_image(tf.io.read_file(path), image_size)
+
+
+def scan_files(paths: Sequence[str], image_size: int, keep: Callable[[int], bool] = lambda i: True,
+               batch_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
+    """Decodes every file once, in parallel; returns (indices that decoded, their pixels where `keep`).
+
+    Args:
+        paths: N files (already past the header check).
+        image_size: S.
+        keep: which decoded indices to keep pixels of (all for an in-memory split; the validation part
+            only for a streamed one), so a large streamed split is decoded without being held.
+    Returns:
+        ok: int64 [M] sorted indices of the files that decoded.
+        images: uint8 [K, S, S, 3], the kept ones among `ok`, in `ok` order.
+    """
+    n = len(paths)
+    if n == 0:
+        return np.zeros([0], np.int64), np.zeros([0, image_size, image_size, 3], np.uint8)
+    keep_mask = np.array([bool(keep(i)) for i in range(n)])
+    slots = np.cumsum(keep_mask) - 1  # where a kept index lands in the kept array
+    images = np.zeros([int(keep_mask.sum()), image_size, image_size, 3], np.uint8)
+    decoded = np.zeros([n], bool)
+
+    def _read(index, path):
+        return index, read_and_decode(path, image_size)
+
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), encode_paths(paths)))
+    # Order does not matter (each image carries its index); ignore_errors drops the files that fail.
+    dataset = dataset.map(_read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    dataset = dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    for index, batch in dataset.as_numpy_iterator():
+        decoded[index] = True
+        kept = keep_mask[index]
+        if kept.any():
+            images[slots[index[kept]]] = batch[kept]
+    ok = np.flatnonzero(decoded)
+    return ok, images[np.flatnonzero(decoded[keep_mask])] if len(images) else images
+
+
 def decode_files(paths: Sequence[str], image_size: int, batch_size: int = 512
                  ) -> Tuple[np.ndarray, np.ndarray]:
     """Reads and decodes image files in parallel; undecodable or unreadable files are skipped.
@@ -89,24 +136,5 @@ def decode_files(paths: Sequence[str], image_size: int, batch_size: int = 512
         images: uint8 [M, S, S, 3] for the M files that decoded, in the order of `ok`.
         ok: int64 [M], sorted indices into `paths` of the files that decoded; the rest are bad.
     """
-    n = len(paths)
-    images = np.zeros([n, image_size, image_size, 3], np.uint8)
-    decoded = np.zeros([n], bool)
-    if n == 0:
-        return images, np.zeros([0], np.int64)
-
-    def _read(index, path):
-        return index, decode_image(tf.io.read_file(path), image_size)
-
-    # fsencode: file names that are not valid UTF-8 still reach tf.io.read_file byte for byte.
-    encoded_paths = [os.fsencode(p) for p in paths]
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), encoded_paths))
-    # Order does not matter (each image carries its index), so let the parallel map finish out of order;
-    # ignore_errors drops the elements whose read/decode failed, and the missing indices name them.
-    dataset = dataset.map(_read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    dataset = dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    for index, batch in dataset.as_numpy_iterator():
-        images[index] = batch
-        decoded[index] = True
-    ok = np.flatnonzero(decoded)
-    return images[ok] if len(ok) < n else images, ok
+    ok, images = scan_files(paths, image_size, batch_size=batch_size)
+    return images, ok

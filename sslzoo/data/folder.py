@@ -12,7 +12,8 @@ from sslzoo.data.listing import IMAGE_EXTENSIONS, list_images, read_list_file  #
 from sslzoo.data.splits import (  # noqa: F401  (check_bad_fraction: re-exported)
     DataSplits, ImageSet, check_bad_fraction, check_split_sizes, hold_in_memory, make_stats, split_indices,
 )
-from sslzoo.data.stream import FileReader, scan_files
+from sslzoo.data.decode import scan_files
+from sslzoo.data.stream import FileReader
 
 
 def list_image_folder(root: str | Path) -> Tuple[List[str], np.ndarray, List[str]]:

@@ -9,6 +9,7 @@ A data kind turns a config into `TrainingData`: the uint8 images the input pipel
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -46,14 +47,15 @@ class TrainingData:
     probe_splits: Optional[DataSplits] = None
 
 
-class DataKind:
+class DataKind(abc.ABC):
     """Base of a data kind: the sources it reads, how it loads, which evaluator scores it."""
 
     sources: Tuple[str, ...] = ()
     evaluator: str = ""
 
+    @abc.abstractmethod
     def load(self, config) -> TrainingData:
-        raise NotImplementedError
+        """The `TrainingData` of `config` (its data section, and `eval.data_path` where the kind uses it)."""
 
     def check_method(self, method, config) -> None:
         """Refuses a method that cannot train on this kind, before any data is read into it."""

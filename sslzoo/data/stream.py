@@ -6,31 +6,20 @@ order (parallel, deterministic), batched, and each batch's augmentation seed is 
 (seed, epoch, batch index). So a streamed run resumes exactly, and switching `data.cache` between
 `memory` and `none` changes memory use, not results.
 
-The files given here are the ones the scan (`scan_files`) decoded without error: a file that fails in
+The files given here are the ones the scan (`sslzoo.data.decode.scan_files`) decoded without error: a file that fails in
 the middle of an epoch would shift every later batch and break exact resume, so bad files are found
 and counted once, up front, and never reach the pipeline.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from sslzoo.data.decode import decode_image
+from sslzoo.data.decode import encode_paths, read_and_decode
 from sslzoo.data.pipeline import Augment, augment_batches, epoch_order, make_pipeline, num_batches
-
-
-def encode_paths(paths: Sequence[str]) -> tf.Tensor:
-    """A string tensor of file paths; fsencode keeps non-UTF-8 names byte for byte."""
-    return tf.constant([os.fsencode(p) for p in paths], dtype=tf.string)
-
-
-def read_and_decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """uint8 [S, S, 3] of one file (`tf.io.read_file` goes through TF's file systems: gs://, s3://)."""
-    return decode_image(tf.io.read_file(path), image_size)
 
 
 def make_file_pipeline(paths: Sequence[str], labels: np.ndarray, *, image_size: int, batch_size: int,
@@ -89,43 +78,6 @@ def decode_some(paths: Sequence[str], image_size: int) -> np.ndarray:
     if not blocks:
         return np.zeros([0, image_size, image_size, 3], np.uint8)
     return np.concatenate(blocks, axis=0)
-
-
-def scan_files(paths: Sequence[str], image_size: int, keep: Callable[[int], bool] = lambda i: True,
-               batch_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
-    """Decodes every file once, in parallel; returns (indices that decoded, their pixels where `keep`).
-
-    Args:
-        paths: N files (already past the header check).
-        image_size: S.
-        keep: which decoded indices to keep pixels of (all for an in-memory split; the validation part
-            only for a streamed one), so a large streamed split is decoded without being held.
-    Returns:
-        ok: int64 [M] sorted indices of the files that decoded.
-        images: uint8 [K, S, S, 3], the kept ones among `ok`, in `ok` order.
-    """
-    n = len(paths)
-    if n == 0:
-        return np.zeros([0], np.int64), np.zeros([0, image_size, image_size, 3], np.uint8)
-    keep_mask = np.array([bool(keep(i)) for i in range(n)])
-    slots = np.cumsum(keep_mask) - 1  # where a kept index lands in the kept array
-    images = np.zeros([int(keep_mask.sum()), image_size, image_size, 3], np.uint8)
-    decoded = np.zeros([n], bool)
-
-    def _read(index, path):
-        return index, read_and_decode(path, image_size)
-
-    dataset = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), encode_paths(paths)))
-    # Order does not matter (each image carries its index); ignore_errors drops the files that fail.
-    dataset = dataset.map(_read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    dataset = dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    for index, batch in dataset.as_numpy_iterator():
-        decoded[index] = True
-        kept = keep_mask[index]
-        if kept.any():
-            images[slots[index[kept]]] = batch[kept]
-    ok = np.flatnonzero(decoded)
-    return ok, images[np.flatnonzero(decoded[keep_mask])] if len(images) else images
 
 
 class FileReader:
