@@ -131,13 +131,25 @@ def _streamed_folder(tmp_path) -> list[str]:
     return ["--set", "data.source=folder", f"data.path={folder}", "data.labels=none", "data.cache=none"]
 
 
-@pytest.mark.parametrize("data", ["synthetic", "streamed_folder"])
+def _prepared_shards(tmp_path) -> list[str]:
+    """The same folder packed into eight-odd TFRecord shards, streamed (each worker reads its own shards)."""
+    from sslzoo.prepare import main as prepare
+
+    _streamed_folder(tmp_path)
+    assert prepare([str(tmp_path / "photos"), "--output", str(tmp_path / "shards"), "--labels", "none",
+                    "--shard-size-mb", "0.04"]) == 0
+    return ["--set", "data.source=tfrecord", f"data.path={tmp_path / 'shards'}", "data.cache=none"]
+
+
+@pytest.mark.parametrize("data", ["synthetic", "streamed_folder", "tfrecord_shards"])
 def test_two_workers_on_localhost_train_identical_weights(tmp_path, data):
     """Two train.py processes under MultiWorkerMirroredStrategy (TF_CONFIG, loopback addresses): on
-    in-memory data, and on a folder streamed from its files (input sharded by data across the workers)."""
+    in-memory data, on a folder streamed from its files (input sharded by data across the workers), and on
+    prepared shards (sharded by file: each worker reads only its own shards)."""
     config = tmp_path / "simclr_multi_worker.yaml"
     config.write_text(MULTI_WORKER_CONFIG)
-    overrides = _streamed_folder(tmp_path) if data == "streamed_folder" else []
+    overrides = {"synthetic": lambda _: [], "streamed_folder": _streamed_folder,
+                 "tfrecord_shards": _prepared_shards}[data](tmp_path)
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -167,3 +179,6 @@ def test_two_workers_on_localhost_train_identical_weights(tmp_path, data):
     assert moved > 1e-4  # they trained, in lockstep
     histories = [(tmp_path / f"worker{i}" / "history.csv").read_text() for i in range(2)]
     assert histories[0] == histories[1] and len(histories[0].splitlines()) == 3  # header + 2 epochs
+    sharding = [json.loads((tmp_path / f"worker{i}" / "metrics.json").read_text()).get("input_sharding")
+                for i in range(2)]
+    assert sharding == (["file", "file"] if data == "tfrecord_shards" else [None, None])

@@ -208,3 +208,48 @@ def test_prepared_shards_train_streamed_and_each_epoch_is_reproducible(own_data,
         *SMALL, "trainer.batch_size=16", "data.source=tfrecord", f"data.path={shards}", "data.cache=none",
         "trainer.epochs=1"]), tmp_path / "run", verbose=0)
     assert metrics["data"]["streamed"] and "knn_top1" in metrics
+
+
+def test_workers_read_only_the_shards_dealt_to_them_and_make_equal_batches(own_data, tmp_path):
+    # Sharding by file under multi_worker: each worker's batches come only from the shards epoch_shards
+    # deals it that epoch, every worker makes the same number of batches (the smallest share decides),
+    # and the workers' augmentation seeds differ.
+    import tensorflow as tf
+
+    from sslzoo.data.tfrecord import epoch_shards, read_manifest
+    from sslzoo.prepare import main as prepare
+
+    _, labelled = own_data
+    shards = tmp_path / "shards"
+    assert prepare([str(labelled), "--output", str(shards), "--shard-size-mb", "0.01"]) == 0
+    manifest = read_manifest(shards)
+    assert len(manifest["shards"]) >= 6
+    splits = load_splits(config_lib.from_dict({"data": {"source": "tfrecord", "path": str(shards),
+                                                        "cache": "none"}}).data)
+    train = splits.train
+    # Every record's shard, read shard by shard (not through the reader under test).
+    shard_of = {}
+    for shard in manifest["shards"]:
+        for raw in tf.data.TFRecordDataset(str(shards / shard["name"])):
+            path = tf.io.parse_single_example(raw, {"image/path": tf.io.FixedLenFeature([], tf.string)})
+            shard_of[path["image/path"].numpy().decode()] = shard["name"]
+    shard_of_pixels = {image.tobytes(): shard_of[path]
+                       for path, image in zip(train.paths, train.take(np.arange(len(train))))}
+    batch, seed, epochs = 8, 3, 3
+    shares = [[sum(shard_of[p] in epoch_shards(manifest, seed, e, w, 2) for p in train.paths)
+               for w in range(2)] for e in range(epochs)]
+    steps = train.reader.worker_steps(train, batch, seed, epochs, 2)
+    assert steps == min(n // batch for share in shares for n in share) >= 1
+    seeds = []
+    for worker in range(2):
+        elements = list(train.reader.worker_pipeline(
+            train, shard_index=worker, num_shards=2, batch_size=batch, seed=seed, num_epochs=epochs,
+            steps_per_epoch=steps, augment=lambda images, labels, s: {"images": images, "seed": s},
+        ).as_numpy_iterator())
+        assert len(elements) == epochs * steps
+        for index, element in enumerate(elements):
+            mine = set(epoch_shards(manifest, seed, index // steps, worker, 2))
+            for image in element["images"]:
+                assert shard_of_pixels[np.round(image * 255).astype(np.uint8).tobytes()] in mine
+        seeds.append({tuple(element["seed"]) for element in elements})
+    assert len(seeds[0]) == epochs * steps and not seeds[0] & seeds[1]

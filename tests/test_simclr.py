@@ -131,6 +131,19 @@ def test_gaussian_blur_matches_a_numpy_reference_per_image():
     assert views._blur_kernel_size(96) == 9 and views._blur_kernel_size(32) == 3
 
 
+def test_blur_touches_exactly_the_images_drawn_for_it():
+    # Only the drawn images are blurred (gathered, blurred, scattered back); none drawn is a no-op.
+    images = _images(batch=8, size=20)
+    plain = views.simclr_view(images, SEED, blur_probability=0.0).numpy()
+    np.testing.assert_array_equal(views.simclr_view(images, SEED, blur_probability=1e-9).numpy(), plain)
+    every = views.simclr_view(images, SEED, blur_probability=1.0).numpy()
+    assert all(not np.allclose(a, b, atol=1e-4) for a, b in zip(every, plain))
+    half = views.simclr_view(images, SEED, blur_probability=0.5).numpy()
+    same = [np.array_equal(a, b) for a, b in zip(half, plain)]
+    blurred = [np.allclose(a, b, atol=1e-6) for a, b in zip(half, every)]
+    assert all(s != b for s, b in zip(same, blurred)) and 0 < sum(same) < 8
+
+
 # --- determinism, tf.data, ranges -------------------------------------------------------------------
 def test_views_are_seeded_same_in_tf_data_and_eagerly():
     images = _images()

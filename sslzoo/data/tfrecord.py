@@ -459,52 +459,66 @@ def _worker_shards(names: List[str], shard_index: int, num_shards: int, director
     return names[shard_index::num_shards]
 
 
-def _parse(record: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+def _parse(record: tf.Tensor, with_path: bool) -> Tuple[tf.Tensor, ...]:
     example = tf.io.parse_single_example(record, _FEATURES)
-    return example["image/encoded"], tf.cast(example["image/label"], tf.int32)
+    parsed = (example["image/encoded"], tf.cast(example["image/label"], tf.int32))
+    return (*parsed, example["image/path"]) if with_path else parsed
 
 
-def _parse_with_path(record: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    example = tf.io.parse_single_example(record, _FEATURES)
-    return example["image/encoded"], tf.cast(example["image/label"], tf.int32), example["image/path"]
-
-
-def _records(files: List[str], with_path: bool = False) -> tf.data.Dataset:
-    """(encoded bytes, int32 label) from `files`, read in parallel in a deterministic order.
+def _records(files: List[str], with_path: bool = False, with_shard: bool = False) -> tf.data.Dataset:
+    """(encoded bytes, int32 label[, path][, shard index]) from `files`, read in parallel in a
+    deterministic order; the shard index is the file's position in `files`.
 
     The order is a fixed function of `files`: one record at a time from each of `_CYCLE` open shards in
     turn, the next shard in `files` taking the place of a finished one.
     """
     # block_length=1 also bounds memory: TF buffers 2 * block_length + 1 records per open shard (a block
     # as long as a shard, to emit shards whole, would hold whole shards in memory).
-    dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(_CYCLE, len(files)), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.map(_parse_with_path if with_path else _parse, num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=True)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int32), files)).interleave(
+        lambda index, file: tf.data.TFRecordDataset(file).map(lambda record: (record, index)),
+        cycle_length=min(_CYCLE, len(files)), block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+
+    def _parse_record(record, index):
+        parsed = _parse(record, with_path)
+        return (*parsed, index) if with_shard else parsed
+
+    return dataset.map(_parse_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def shard_dataset(directory: str | os.PathLike, *, shard_index: int = 0, num_shards: int = 1,
-                  with_path: bool = False) -> tf.data.Dataset:
+                  with_path: bool = False, with_shard: bool = False) -> tf.data.Dataset:
     """This worker's records in a fixed order (its shards taken in manifest order), as (bytes, int32 label).
 
     Args:
         directory: a folder written by `write_shards`.
         shard_index: this worker's index; it reads shards[shard_index::num_shards] (sharding by file).
         num_shards: the number of workers.
+        with_path: also yield each record's relative path.
+        with_shard: also yield the index, in the manifest, of the shard each record is in (one worker).
     Returns:
-        A tf.data.Dataset of (string scalar, int32 scalar), label -1 for unlabelled images.
+        A tf.data.Dataset of (string scalar, int32 scalar[, string scalar][, int32 scalar]), label -1 for
+        unlabelled images.
     """
     directory = os.fspath(directory)
     manifest = read_manifest(directory)
     names = _worker_shards([s["name"] for s in manifest["shards"]], shard_index, num_shards, directory)
-    return _records([_join(directory, n) for n in names], with_path)
+    return _records([_join(directory, n) for n in names], with_path, with_shard)
 
 
-def _derived_seed(seed: int, epoch: int, purpose: str, name: str = "") -> int:
+def derived_seed(seed: int, epoch: int, purpose: str, name: str = "") -> int:
     # sha256 rather than a numpy or TF generator: the value is fixed forever, across library versions.
     text = f"{int(seed)}:{int(epoch)}:{purpose}:{name}".encode()
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & 0x7FFFFFFF
+
+
+def epoch_shards(manifest: Dict, seed: int, epoch: int, shard_index: int = 0, num_shards: int = 1,
+                 directory: str = "") -> List[str]:
+    """The shard names worker `shard_index` of `num_shards` reads in `epoch`, in its reading order: all
+    shards permuted by (seed, epoch), then dealt out one at a time."""
+    names = sorted((s["name"] for s in manifest["shards"]),
+                   key=lambda name: derived_seed(seed, epoch, "shard-order", name))
+    return _worker_shards(names, shard_index, num_shards, directory)
 
 
 def epoch_dataset(directory: str | os.PathLike, seed: int, epoch: int, *, buffer: int = 10000,
@@ -530,9 +544,6 @@ def epoch_dataset(directory: str | os.PathLike, seed: int, epoch: int, *, buffer
     if buffer < 1:
         raise DataError(f"shuffle buffer must be >= 1 record, got {buffer}")
     directory = os.fspath(directory)
-    manifest = read_manifest(directory)
-    names = sorted((s["name"] for s in manifest["shards"]),
-                   key=lambda name: _derived_seed(seed, epoch, "shard-order", name))
-    names = _worker_shards(names, shard_index, num_shards, directory)
+    names = epoch_shards(read_manifest(directory), seed, epoch, shard_index, num_shards, directory)
     dataset = _records([_join(directory, n) for n in names], with_path)
-    return dataset.shuffle(buffer, seed=_derived_seed(seed, epoch, "shuffle"), reshuffle_each_iteration=False)
+    return dataset.shuffle(buffer, seed=derived_seed(seed, epoch, "shuffle"), reshuffle_each_iteration=False)

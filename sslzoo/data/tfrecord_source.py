@@ -10,7 +10,8 @@ buffer), keeping the records of the training split, so a resumed run sees exactl
 
 from __future__ import annotations
 
-from typing import Dict, List
+import collections
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -21,7 +22,7 @@ from sslzoo.data.pipeline import Augment, augment_batches, num_batches
 from sslzoo.data.splits import (
     DataSplits, ImageSet, check_bad_fraction, check_split_sizes, hold_in_memory, make_stats, split_indices,
 )
-from sslzoo.data.tfrecord import epoch_dataset, read_manifest, shard_dataset
+from sslzoo.data.tfrecord import derived_seed, epoch_dataset, epoch_shards, read_manifest, shard_dataset
 
 # Records held in the shuffle buffer of a streamed epoch (bytes, not pixels: ~100 MB for 10 kB JPEGs).
 SHUFFLE_RECORDS = 10_000
@@ -33,8 +34,12 @@ def load_tfrecord(cfg) -> DataSplits:
     labels: List[int] = []
     paths: List[str] = []
     bad: Dict[int, str] = {}
-    for position, (data, label, path) in enumerate(shard_dataset(cfg.path, with_path=True).as_numpy_iterator()):
+    shard_names = [shard["name"] for shard in manifest["shards"]]
+    shard_of: List[str] = []
+    records = shard_dataset(cfg.path, with_path=True, with_shard=True)
+    for position, (data, label, path, shard) in enumerate(records.as_numpy_iterator()):
         paths.append(path.decode("utf-8", "surrogateescape"))
+        shard_of.append(shard_names[shard])
         labels.append(int(label))
         try:
             check_pixels(data, cfg.max_pixels, name=paths[-1]) if cfg.max_pixels else image_header(data, name=paths[-1])
@@ -76,8 +81,9 @@ def load_tfrecord(cfg) -> DataSplits:
         return np.stack([pixels[int(p)] for p in positions]) if len(positions) else \
             np.zeros([0, size, size, 3], np.uint8)
 
+    reader = RecordReader(str(cfg.path), {paths[p]: shard_of[p] for p in train_ok})
     train = ImageSet(stack(train_ok) if in_memory else None, labels_array[train_ok],
-                     [paths[p] for p in train_ok], size, reader=None if in_memory else RecordReader(str(cfg.path)))
+                     [paths[p] for p in train_ok], size, reader=None if in_memory else reader)
     stats = make_stats("tfrecord", len(used), bad_paths)
     stats["bad_reasons"] = [f"{paths[p]}: {bad[p]}" for p in sorted(bad) if in_split[p]][:10]
     return DataSplits(train, ImageSet(stack(val_ok), labels_array[val_ok], [paths[p] for p in val_ok], size),
@@ -98,10 +104,20 @@ def _split_records(image_set: ImageSet, dataset: tf.data.Dataset) -> tf.data.Dat
 
 def make_tfrecord_pipeline(image_set: ImageSet, *, batch_size: int, shuffle: bool = True, seed: int = 0,
                            first_epoch: int = 0, num_epochs: int = 1, augment: Augment = None,
-                           drop_remainder: bool = True, steps_per_epoch: int = 0) -> tf.data.Dataset:
+                           drop_remainder: bool = True, steps_per_epoch: int = 0, shard_index: int = 0,
+                           num_shards: int = 1) -> tf.data.Dataset:
     """Epochs of a streamed tfrecord split, each in the order fixed by (seed, epoch); the same elements
-    and cardinality contract as `make_pipeline`."""
-    per_epoch = num_batches(len(image_set), batch_size, drop_remainder)
+    and cardinality contract as `make_pipeline`.
+
+    With `num_shards` > 1 this is worker `shard_index`'s input only (sharding by file): it reads the shards
+    `epoch_shards` deals it each epoch, makes `steps_per_epoch` batches of `batch_size` (the per-worker
+    batch; `RecordReader.worker_steps` gives a count every worker can make) and seeds its augmentation
+    apart from the other workers'.
+    """
+    if num_shards > 1 and not (shuffle and steps_per_epoch > 0 and drop_remainder):
+        raise ValueError("a worker's share of the shards needs shuffle, drop_remainder and steps_per_epoch "
+                         "(RecordReader.worker_steps), so every worker makes the same number of batches")
+    per_epoch = num_batches(len(image_set), batch_size, drop_remainder) if num_shards == 1 else steps_per_epoch
     if per_epoch == 0:
         raise ValueError(f"{len(image_set)} examples make no full batch of {batch_size}")
     taken = min(steps_per_epoch, per_epoch) if steps_per_epoch > 0 else per_epoch
@@ -110,7 +126,7 @@ def make_tfrecord_pipeline(image_set: ImageSet, *, batch_size: int, shuffle: boo
     def one_epoch(epoch: int) -> tf.data.Dataset:
         if shuffle:
             records = epoch_dataset(image_set.reader.directory, seed, epoch, buffer=SHUFFLE_RECORDS,
-                                    with_path=True)
+                                    with_path=True, shard_index=shard_index, num_shards=num_shards)
         else:
             records = shard_dataset(image_set.reader.directory, with_path=True)
         records = _split_records(image_set, records)
@@ -124,7 +140,8 @@ def make_tfrecord_pipeline(image_set: ImageSet, *, batch_size: int, shuffle: boo
     dataset = epochs[0]
     for more in epochs[1:]:
         dataset = dataset.concatenate(more)
-    return augment_batches(dataset, seed=seed, per_epoch=per_epoch, augment=augment,
+    augment_seed = seed if num_shards == 1 else derived_seed(seed, 0, "augment", f"worker {shard_index}")
+    return augment_batches(dataset, seed=augment_seed, per_epoch=per_epoch, augment=augment,
                            cardinality=num_epochs * taken)
 
 
@@ -159,10 +176,13 @@ class RecordReader:
 
     Args:
         directory: the folder `python -m sslzoo.prepare` wrote (local, or a tf.io.gfile URL).
+        shard_of: each record's shard name, by path (at least for the split's paths): what sharding by
+            file needs to count a worker's records.
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, shard_of: Optional[Dict[str, str]] = None):
         self.directory = directory
+        self.shard_of = dict(shard_of or {})
 
     def take(self, image_set: ImageSet, indices: np.ndarray) -> np.ndarray:
         return take_records(image_set, indices)
@@ -172,3 +192,19 @@ class RecordReader:
 
     def pipeline(self, image_set: ImageSet, **kwargs) -> tf.data.Dataset:
         return make_tfrecord_pipeline(image_set, **kwargs)
+
+    def worker_steps(self, image_set: ImageSet, batch_size: int, seed: int, epochs: int, num_workers: int) -> int:
+        """Batches of `batch_size` that every one of `num_workers` workers can make in every epoch from
+        the shards dealt to it (they differ in size, and a collective step needs every worker)."""
+        manifest = read_manifest(self.directory)
+        counts = collections.Counter(self.shard_of[path] for path in image_set.paths)
+        return min(
+            sum(counts[name] for name in epoch_shards(manifest, seed, epoch, worker, num_workers, self.directory))
+            // batch_size
+            for epoch in range(epochs) for worker in range(num_workers)
+        )
+
+    def worker_pipeline(self, image_set: ImageSet, *, shard_index: int, num_shards: int,
+                        **kwargs) -> tf.data.Dataset:
+        """Worker `shard_index`'s own batches, read only from its shards (see `make_tfrecord_pipeline`)."""
+        return make_tfrecord_pipeline(image_set, shard_index=shard_index, num_shards=num_shards, **kwargs)

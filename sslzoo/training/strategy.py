@@ -42,3 +42,13 @@ def _split_cpu(replicas: int) -> None:
             f"trainer.strategy=mirrored needs {replicas} logical CPU devices, but TensorFlow was already "
             "initialised in this process; start a fresh process (train.py does) before any TF work"
         ) from error
+
+
+def input_workers(strategy: tf.distribute.Strategy) -> int:
+    """The number of machines feeding `strategy` their own input: TF_CONFIG's workers under
+    MultiWorkerMirroredStrategy, else 1."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec() if resolver is not None else None
+    if not spec or "worker" not in spec.jobs:
+        return 1
+    return max(1, spec.num_tasks("worker"))

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 import keras
 import numpy as np
+import tensorflow as tf
 import yaml
 
 from sslzoo.backbones import validate_encoder_options
@@ -35,7 +36,7 @@ from sslzoo.training import evaluators  # noqa: F401  (registers the image evalu
 from sslzoo.training.checkpoints import EpochCheckpoint, RunState
 from sslzoo.training.build import INIT_WEIGHTS, build_models, initial_encoder  # noqa: F401  (public stages)
 from sslzoo.training.evaluators import PARITY_SAMPLES
-from sslzoo.training.strategy import make_strategy
+from sslzoo.training.strategy import input_workers, make_strategy
 from sslzoo.video import plugin as _video_plugin  # noqa: F401  (registers the clip kind and tracking evaluator)
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,12 @@ def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") 
     keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
     try:
         data = kind.load(config)
-        steps = training_steps(config, data)
+        steps = training_steps(config, data, input_workers(strategy))
         encoder, method, state, first_epoch = start_training(
             config, run_dir, strategy, steps, data.prepare_images, data.num_classes,
             check_method=lambda method: kind.check_method(method, config),
         )
-        training = fit(method, state, data, config, run_dir, first_epoch, steps, verbose)
+        training = fit(method, state, data, config, run_dir, first_epoch, steps, verbose, strategy)
         run = RunContext(config, run_dir, encoder, method, data, training,
                          initial_encoder=lambda: initial_encoder(config, run_dir, data.num_classes))
         evaluation = EVALUATORS.get(config.eval.evaluator or kind.evaluator)(run)
@@ -98,8 +99,9 @@ def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") 
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def training_steps(config: Config, data: TrainingData) -> int:
-    """Optimizer steps per epoch: one pass over the training examples, or `trainer.steps_per_epoch`."""
+def training_steps(config: Config, data: TrainingData, workers: int = 1) -> int:
+    """Optimizer steps per epoch: one pass over the training examples, or `trainer.steps_per_epoch`; with
+    input sharded by file across `workers`, no more than the batches every worker can make."""
     batch_size = config.trainer.batch_size
     examples = len(data.splits.train.labels)
     batches_per_epoch = examples // batch_size
@@ -108,7 +110,27 @@ def training_steps(config: Config, data: TrainingData) -> int:
             f"trainer.batch_size={batch_size} is larger than the {examples} training {data.unit}; "
             "lower it or use more data"
         )
-    return min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
+    steps = min(config.trainer.steps_per_epoch or batches_per_epoch, batches_per_epoch)
+    if _sharded_by_file(data, workers):
+        if batch_size % workers:
+            raise ConfigError(f"trainer.batch_size={batch_size} does not split evenly across {workers} workers; "
+                              f"use a multiple of {workers}")
+        reader = data.splits.train.reader
+        per_worker = reader.worker_steps(data.splits.train, batch_size // workers, config.trainer.seed,
+                                         config.trainer.epochs, workers)
+        if per_worker < 1:
+            raise ConfigError(f"a worker's share of the shards in '{config.data.path}' makes no batch of "
+                              f"{batch_size // workers} in some epoch; prepare smaller shards "
+                              "(python -m sslzoo.prepare --shard-size-mb) or lower trainer.batch_size")
+        steps = min(steps, per_worker)
+    return steps
+
+
+def _sharded_by_file(data: TrainingData, workers: int) -> bool:
+    """Each worker reads its own files when the split streams from a reader that can deal them out
+    (prepared shards); otherwise every worker builds the whole pipeline and Keras splits the batches."""
+    train = data.splits.train
+    return workers > 1 and train.streamed and hasattr(train.reader, "worker_pipeline")
 
 
 def start_training(config: Config, run_dir: Path, strategy, steps: int, train_images: np.ndarray,
@@ -150,22 +172,27 @@ def previous_speed(run_dir: Path) -> Dict[str, Any]:
 
 
 def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_epoch: int, steps: int,
-        verbose) -> Dict[str, Any]:
+        verbose, strategy=None) -> Dict[str, Any]:
     """Trains from `first_epoch` to `trainer.epochs`; returns the figures of the training for metrics.json."""
     epochs = config.trainer.epochs
     figures = {"epochs": epochs, "steps_per_epoch": steps, "batch_size": config.trainer.batch_size}
     if first_epoch >= epochs:
         return {**previous_speed(run_dir), **figures}
-    dataset = split_pipeline(
-        data.splits.train,
-        batch_size=config.trainer.batch_size,
-        shuffle=True,
-        seed=config.trainer.seed,
-        first_epoch=first_epoch,
-        num_epochs=epochs - first_epoch,
-        steps_per_epoch=steps,
-        augment=method.augment,
-    )
+    pipeline = dict(shuffle=True, seed=config.trainer.seed, first_epoch=first_epoch,
+                    num_epochs=epochs - first_epoch, steps_per_epoch=steps, augment=method.augment)
+    train = data.splits.train
+    workers = input_workers(strategy) if strategy is not None else 1
+    if _sharded_by_file(data, workers):
+        figures["input_sharding"] = "file"
+
+        def worker_input(context: tf.distribute.InputContext):
+            return train.reader.worker_pipeline(
+                train, shard_index=context.input_pipeline_id, num_shards=context.num_input_pipelines,
+                batch_size=context.get_per_replica_batch_size(config.trainer.batch_size), **pipeline)
+
+        dataset = strategy.distribute_datasets_from_function(worker_input)
+    else:
+        dataset = split_pipeline(train, batch_size=config.trainer.batch_size, **pipeline)
     callbacks = [
         keras.callbacks.TerminateOnNaN(raise_error=True),
         EpochCheckpoint(state, config.trainer.checkpoint_every, epochs),
