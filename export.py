@@ -2,7 +2,7 @@
 
     python export.py --run runs/<name> --output exported/<name> [--force]
         [--head none|linear|finetune] [--tflite float32,float16,dynamic,int8] [--int8-io]
-        [--allow-accuracy-drop] [--no-evaluate] [--format onnx]
+        [--allow-accuracy-drop] [--no-evaluate] [--format onnx] [--debug]
 
 Writes a SavedModel in TF Serving layout (<output>/1/: serving_default, embed_images, and classify /
 classify_bytes with a head), TFLite variants with their measured quality in model_card.json, the Keras
@@ -17,9 +17,15 @@ import argparse
 import logging
 import sys
 
+from sslzoo.cli_errors import OneLineParser, report
+from sslzoo.errors import AccuracyDropError, ExportParityError, TFLiteParityError
+
+# Exit code of an export refused by one of its own checks (accuracy of a variant, parity); 2 is a user error.
+FAILED_CHECK = 3
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder written by train.py")
     parser.add_argument("--output", required=True, help="export folder, e.g. exported/<name>")
     parser.add_argument("--force", action="store_true", help="replace an existing export")
@@ -34,24 +40,21 @@ def main(argv=None) -> int:
                         help="extra formats besides SavedModel/TFLite/.keras: onnx (encoder.onnx)")
     parser.add_argument("--no-evaluate", action="store_true",
                         help="skip the validation top-1 of each TFLite variant (no data needed unless int8)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error, not just its line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from sslzoo.data import DataError
-    from sslzoo.export import ExportExistsError
-    from sslzoo.export.from_run import export_run
-    from sslzoo.export.tflite_quality import AccuracyDropError
-
     variants = [v.strip() for v in args.tflite.split(",") if v.strip()]
     try:
+        from sslzoo.export.from_run import export_run
+
         path = export_run(args.run, args.output, force=args.force, head=args.head, tflite=variants,
                           int8_io=args.int8_io, allow_accuracy_drop=args.allow_accuracy_drop,
                           evaluate=not args.no_evaluate, onnx="onnx" in args.format)
-    except (ExportExistsError, FileNotFoundError, DataError, ValueError) as error:
-        print(f"export error: {error}", file=sys.stderr)
-        return 2
-    except AccuracyDropError as error:
-        print(f"export refused: {error} (pass --allow-accuracy-drop to export anyway)", file=sys.stderr)
-        return 3
+    except Exception as error:
+        # A plain ValueError is the exporter refusing its input (a --head without a head, card clashes).
+        return report(error, args.debug, prefix="export error", also=(ValueError,),
+                      codes={check: FAILED_CHECK for check in (AccuracyDropError, ExportParityError, TFLiteParityError)},
+                      hints={AccuracyDropError: "pass --allow-accuracy-drop to export anyway"})
     print(f"exported {args.run} -> {path}")
     return 0
 

@@ -286,7 +286,7 @@ def _plain(value):
 
 def _build(cls, values: Mapping[str, Any], prefix: str):
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -319,7 +319,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set '{text}': expected key=value, e.g. trainer.epochs=1")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set '{text}': the value is not plain YAML data ({yaml_problem(error)}); write a "
+                          "number, a word, true/false or a [list], and put any other string in quotes") from None
     # YAML 1.1 reads 1e-3 as a string; a config number written that way is meant as a float.
     if isinstance(value, str):
         try:
@@ -343,10 +347,43 @@ def from_dict(values: Mapping[str, Any], overrides: List[str] = ()) -> Config:
 def load(path: str | Path, overrides: List[str] = ()) -> Config:
     """Reads a YAML config file (safe_load only) and applies overrides."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(config_folder_message(path))
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; configs live in zoo_configs/")
-    values = yaml.safe_load(path.read_text()) or {}
-    return from_dict(values, overrides)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        fix = ("configs hold plain mappings, lists and scalars only: remove the !! tag"
+               if isinstance(error, yaml.constructor.ConstructorError) else "fix it there")
+        raise ConfigError(f"config file '{path}' is not valid YAML ({yaml_problem(error)}); {fix}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "is it the YAML config?") from None
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"config file '{path}' holds a YAML {type(values).__name__}, not a mapping of sections "
+                          "(data:, encoder:, method:, optimizer:, trainer:, eval:); see zoo_configs/ for the layout")
+    return from_dict(values or {}, overrides)
+
+
+def config_folder_message(folder: Path) -> str:
+    """What `--config <folder>` is told: that it is a folder, and the configs in it to choose from."""
+    names = sorted(p.name for p in folder.glob("*.y*ml") if p.is_file())
+    if not names:
+        return (f"--config '{folder}' is a folder; name one YAML file in it (it holds none; the shipped "
+                "configs are in zoo_configs/)")
+    example = "rotnet_convnet_small_synthetic.yaml" if "rotnet_convnet_small_synthetic.yaml" in names else names[0]
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return (f"--config '{folder}' is a folder; name one YAML file in it, e.g. {folder / example} "
+            f"(it holds {len(names)}: {shown}; ls {folder}/*.yaml lists them)")
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line, column) and what."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 def dump(config: Config, path: str | Path) -> None:
@@ -379,6 +416,10 @@ def validate(config: Config) -> None:
          "data.eval_clip_length must be 0 (whole videos) or >= 2"),
         (config.trainer.epochs >= 1, "trainer.epochs must be >= 1"),
         (config.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
+        (config.trainer.steps_per_epoch >= 0, "trainer.steps_per_epoch must be >= 0 (0 = one pass over the data)"),
+        # The seed reaches numpy's global generator, which takes 32-bit unsigned seeds.
+        (0 <= config.trainer.seed < 2**32, "trainer.seed must be in [0, 2**32 - 1]"),
+        (config.data.split_seed >= 0, "data.split_seed must be >= 0"),
         (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be > 0"),
         (config.optimizer.schedule != "piecewise"
          or len(config.optimizer.values) == len(config.optimizer.boundaries) + 1,
@@ -389,6 +430,7 @@ def validate(config: Config) -> None:
         (config.eval.knn_k >= 1, "eval.knn_k must be >= 1"),
         (config.eval.knn_temperature > 0, "eval.knn_temperature must be > 0"),
         (config.eval.linear_epochs >= 1, "eval.linear_epochs must be >= 1"),
+        (config.eval.linear_batch_size >= 1, "eval.linear_batch_size must be >= 1"),
         (config.eval.finetune_epochs >= 0, "eval.finetune_epochs must be >= 0"),
         (0.0 < config.eval.finetune_label_fraction <= 1.0, "eval.finetune_label_fraction must be in (0, 1]"),
     ]

@@ -25,6 +25,10 @@ class DatasetNotPreparedError(DataError):
     """A TFDS data set is not prepared in its data_dir, and the machine cannot download it."""
 
 
+class RunFolderInUseError(SslzooError, RuntimeError):
+    """Another live process holds the run folder's lock (two runs in one folder would mix their files)."""
+
+
 class TrainingDivergedError(SslzooError, RuntimeError):
     """The loss became NaN or infinite; the run folder keeps the last good checkpoint."""
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from sslzoo.config import config_folder_message
 from sslzoo.errors import ConfigError
 
 CONFIGS_ENV = "SSLZOO_CONFIGS"
@@ -62,8 +63,7 @@ def resolve_config(name_or_path: str | Path) -> Path:
     `config_dirs()`."""
     path = Path(name_or_path)
     if path.is_dir():
-        raise ConfigError(f"--config '{path}' is a folder; name one YAML file in it, e.g. "
-                          f"{path / 'rotnet_convnet_small_cifar10.yaml'}")
+        raise ConfigError(config_folder_message(path))
     if path.is_file() or path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
         return path
     for folder in config_dirs():

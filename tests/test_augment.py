@@ -1,10 +1,13 @@
-"""Pretext transforms: geometric facts, checked eagerly and inside tf.data (they can differ)."""
+"""Pretext transforms: geometric facts, checked eagerly and inside tf.data (they can differ); solarize
+against PIL."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sslzoo.augment import random_crop_with_padding, random_flip_left_right, rotate_batch
+from PIL import Image, ImageOps
+
+from sslzoo.augment import random_crop_with_padding, random_flip_left_right, rotate_batch, solarize
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.random((5, 8, 8, 3)).astype("float32")
@@ -74,3 +77,27 @@ def test_flip_mirrors_some_images_exactly(mode):
     kept = [np.array_equal(o, i) for o, i in zip(out, images)]
     assert all(f or k for f, k in zip(flipped, kept))
     assert 0 < sum(flipped) < len(images)
+
+
+@pytest.mark.parametrize("mode", ["eager", "tf.data"])
+def test_solarize_matches_pil_where_applied(mode):
+    # PIL's ImageOps.solarize (threshold 128 on uint8, what BYOL's and Barlow Twins' torchvision code
+    # calls): values >= 128 become 255 - value. On floats i / 255 with threshold 128 / 255 it is the same.
+    pixels = np.random.default_rng(5).integers(0, 256, size=(4, 6, 6, 3), dtype=np.uint8)
+    pixels[0, 0, 0] = [127, 128, 255]  # both sides of the threshold, and the top
+    apply = np.array([True, False, True, False])
+    images = pixels.astype(np.float32) / 255.0
+    threshold = np.float32(128) / np.float32(255)
+    fn = lambda x, a: solarize(x, a, threshold)  # noqa: E731
+    out = fn(tf.constant(images), tf.constant(apply)).numpy() if mode == "eager" else in_tf_data(fn, images, apply)
+    expected = np.stack([np.asarray(ImageOps.solarize(Image.fromarray(p), threshold=128)) if a else p
+                         for p, a in zip(pixels, apply)])
+    np.testing.assert_array_equal(np.round(out * 255.0).astype(np.uint8), expected)
+    np.testing.assert_array_equal(out[1], images[1])  # not applied: untouched, bit for bit
+    assert out.dtype == np.float32
+
+
+def test_solarize_inverts_at_and_above_the_threshold():
+    x = tf.constant([0.0, 0.2499, 0.25, 0.6, 1.0], tf.float32)[None, :, None, None]
+    out = solarize(x, tf.constant([True]), threshold=0.25).numpy().ravel()
+    np.testing.assert_allclose(out, [0.0, 0.2499, 0.75, 0.4, 0.0], atol=1e-7)

@@ -23,6 +23,9 @@ from sslzoo.export import (
     graph_ops,
 )
 from sslzoo.export import exporter as exporter_module
+from sslzoo.export import load_saved_model
+from sslzoo.export.onnx import convert_to_onnx
+from sslzoo.export.tflite import convert_to_tflite, convert_variant
 
 SIZE = 16
 BATCH_SIZES = (1, 7, 32)
@@ -254,6 +257,12 @@ def test_planted_print_in_module_is_refused(tmp_path):
     assert "PrintV2" in ops
     with pytest.raises(DisallowedOpsError, match="PrintV2"):
         check_graph_ops(ops)
+    # Every way sslzoo loads a SavedModel (converters included) checks the graph first.
+    for load in (load_saved_model, convert_to_tflite, lambda d: convert_variant(d, "dynamic"),
+                 lambda d: convert_to_onnx(d, tmp_path / "encoder.onnx")):
+        with pytest.raises(DisallowedOpsError, match=r"PrintV2 \(print, in function __inference___call___"):
+            load(tmp_path / "sm")
+    assert not (tmp_path / "encoder.onnx").exists()
 
 
 def test_planted_print_in_encoder_is_refused_by_export(tmp_path):

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sslzoo"
 ROOMS = {
     "sslzoo": "api",
     "sslzoo.errors": "foundation", "sslzoo.files": "foundation", "sslzoo.config": "foundation",
-    "sslzoo.registry": "foundation", "sslzoo.settings": "foundation",
+    "sslzoo.registry": "foundation", "sslzoo.settings": "foundation", "sslzoo.cli_errors": "foundation",
     "sslzoo.augment": "parts", "sslzoo.backbones": "parts", "sslzoo.heads": "parts", "sslzoo.losses": "parts",
     "sslzoo.layers": "parts", "sslzoo.color": "parts", "sslzoo.optimizers": "parts", "sslzoo.pictures": "parts",
     "sslzoo.video": "parts",  # kmeans, propagation, clip generator and sources: parts video methods use

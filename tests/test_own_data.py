@@ -55,6 +55,8 @@ def own_data(tmp_path_factory):
     (flat / "corrupt.jpg").write_bytes(good[: len(good) // 3])
     (flat / "empty.jpg").write_bytes(b"")
     (flat / "bomb.png").write_bytes(bomb_png(10_000, 10_000))
+    # Just under TensorFlow's own limit: decoding it took 12 GB of memory before the header check.
+    (flat / "day1" / "huge.png").write_bytes(bomb_png(23_000, 23_000))
     (flat / "notes.txt").write_text("not an image")
     (flat / ".thumbs").mkdir()
     (flat / ".thumbs" / "hidden.jpg").write_bytes(good)
@@ -78,13 +80,14 @@ def test_every_bad_file_is_counted_and_named_and_nothing_crashes(own_data):
     splits = load_splits(_data(flat))
     stats = splits.stats
     bad = {Path(p).name for p in stats["bad_examples"]}
-    assert bad == {"corrupt.jpg", "empty.jpg", "bomb.png", "loop"}, stats["bad_examples"]
+    assert bad == {"corrupt.jpg", "empty.jpg", "bomb.png", "huge.png", "loop"}, stats["bad_examples"]
     reasons = "\n".join(stats["bad_reasons"])
     assert "max_pixels" in reasons and "zero-byte" in reasons and "could not be decoded" in reasons
     assert stats["passed_over"]["hidden"] == 1 and stats["passed_over"]["not_image"] == 1
     assert len(splits.train) + len(splits.val) == 300 and splits.class_names == []
     assert np.all(splits.train.labels == -1)
-    # The 10,000 x 10,000 PNG was refused from its header: decoding it would have taken 300 MB and seconds.
+    # The 10,000 x 10,000 and 23,000 x 23,000 PNGs were refused from their headers: decoding them would have
+    # taken 300 MB and 1.6 GB and seconds.
     assert time.perf_counter() - start < 60
 
 
@@ -148,7 +151,7 @@ def test_unlabelled_training_evaluated_on_a_separate_labelled_folder(own_data, t
     probe = metrics["data"]["probe"]
     assert probe["class_names"] == sorted(CLASSES) and probe["num_train"] + probe["num_val"] == 120
     assert probe["num_val"] == 24  # eval.val_fraction 0.2, stratified: 8 of each class's 40
-    assert metrics["data"]["bad_images"] == 4 and metrics["data"]["class_names"] == []
+    assert metrics["data"]["bad_images"] == 5 and metrics["data"]["class_names"] == []
     assert (tmp_path / "run" / "linear_head.keras").is_file()
 
 

@@ -1,11 +1,16 @@
 """Remote zoo: index, verified download into the cache, cache hits, failures that cache nothing.
 
-Everything is offline: the "server" is a tmp folder reached through file:// URLs.
+Everything is offline: the "server" is a tmp folder reached through file:// URLs (and, for redirects, a
+local HTTP server on 127.0.0.1).
 """
 
+import http.server
 import importlib.util
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import keras
@@ -286,3 +291,115 @@ def test_list_models_remote_adds_index_entries(env):
     remote = {m["name"]: m for m in zoo.list_models(remote=True)}[NAME]
     assert remote["path"] is None and remote["method"] == "simclr" and remote["knn_top1"] == 0.5
     assert cache_contents(env["cache"]) == []  # listing downloads nothing
+
+
+# ------------------------------------------------------------------ stale temporaries in the cache
+
+DAY = 24 * 3600
+
+
+def age(path, seconds):
+    """Sets the mtime of `path` and everything under it `seconds` into the past."""
+    stamp = time.time() - seconds
+    for item in [path, *path.rglob("*")]:
+        os.utime(item, (stamp, stamp))
+
+
+def plant_temporaries(cache):
+    """A killed download's leftovers (2 days old), a live download (old folder, fresh .part), a fresh
+    temporary, and old entries that are not download temporaries."""
+    cache.mkdir(parents=True, exist_ok=True)
+    stale = cache / f".{NAME}.tmp-killed"
+    (stale / "1").mkdir(parents=True)
+    (stale / "1" / ".saved_model.pb.part").write_bytes(b"x" * 10)
+    age(stale, 2 * DAY)
+    live = cache / f".{NAME}.tmp-live"
+    live.mkdir()
+    (live / ".encoder.keras.part").write_bytes(b"x")
+    age(live, 2 * DAY)
+    os.utime(live / ".encoder.keras.part")  # still being written
+    fresh = cache / ".other.tmp-fresh"
+    fresh.mkdir()
+    (cache / ".other.old-keep").mkdir()
+    age(cache / ".other.old-keep", 2 * DAY)
+    return {"stale": stale, "kept": [live, fresh, cache / ".other.old-keep"]}
+
+
+def test_download_removes_stale_temporaries_only(env):
+    planted = plant_temporaries(env["cache"])
+    index = zoo_remote.fetch_index(env["server"].as_uri())
+    zoo_remote.download_model(NAME, index["models"][NAME], env["server"].as_uri(), cache=env["cache"])
+    assert not planted["stale"].exists()
+    assert all(path.exists() for path in planted["kept"])
+    assert (env["cache"] / NAME / "model_card.json").is_file()
+
+
+def test_cache_lookup_removes_stale_temporaries_only(env, monkeypatch):
+    zoo.resolve(NAME)  # download
+    planted = plant_temporaries(env["cache"])
+    monkeypatch.setattr(zoo_remote, "_open", lambda url, timeout: pytest.fail(f"contacted {url}"))
+    assert zoo.resolve(NAME) == env["cache"] / NAME  # a cache hit, and the cache is tidied
+    assert not planted["stale"].exists()
+    assert all(path.exists() for path in planted["kept"])
+
+
+# ------------------------------------------------------------------------------- redirects
+
+
+@pytest.fixture
+def redirecting_server(env):
+    """http://127.0.0.1:<port>: serves the env's index.json, answers every other path with a 302 to
+    `server.location` (or, with `server.redirect_index`, the index too)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/index.json" and not self.server.redirect_index:
+                body = (env["server"] / "index.json").read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(302)
+            self.send_header("Location", self.server.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    server.redirect_index = True
+    server.location = None
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize("what", ["index", "file"])
+@pytest.mark.parametrize("scheme", ["http", "ftp"])
+def test_redirect_off_https_is_refused(env, redirecting_server, what, scheme):
+    server = redirecting_server
+    server.redirect_index = what == "index"
+    server.location = f"{scheme}://127.0.0.1:{server.server_address[1]}/elsewhere"
+    with pytest.raises(DownloadError) as error:
+        zoo.load(NAME, index_url=server.url)
+    message = str(error.value)
+    assert f"refusing the redirect from {server.url}/" in message
+    assert f"to {server.location}: sslzoo follows redirects to https:// only" in message
+    assert "try again" not in message and "\n" not in message
+    assert cache_contents(env["cache"]) == []
+
+
+def test_redirect_to_https_is_followed(env, redirecting_server):
+    server = redirecting_server
+    server.location = "https://127.0.0.1:1/index.json"  # followed, then nothing listens there
+    with pytest.raises(IndexUnreachableError) as error:
+        zoo.load(NAME, index_url=server.url)
+    message = str(error.value)
+    assert "Connection refused" in message and "redirect" not in message  # followed, not refused
+    assert cache_contents(env["cache"]) == []

@@ -4,7 +4,8 @@ from sslzoo.augment.ops import (
     random_crop_with_padding,
     random_flip_left_right,
     rotate_batch,
+    solarize,
     split_seed,
 )
 
-__all__ = ["random_crop_with_padding", "random_flip_left_right", "rotate_batch", "split_seed"]
+__all__ = ["random_crop_with_padding", "random_flip_left_right", "rotate_batch", "solarize", "split_seed"]

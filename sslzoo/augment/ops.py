@@ -65,3 +65,23 @@ def rotate_batch(images: tf.Tensor, quarter_turns: Sequence[int]) -> tuple[tf.Te
     batch = tf.shape(images)[0]
     labels = tf.repeat(tf.range(len(quarter_turns), dtype=tf.int32), batch)
     return tf.concat(rotated, axis=0), labels
+
+
+def solarize(images: tf.Tensor, apply: tf.Tensor, threshold: float = 0.5) -> tf.Tensor:
+    """Inverts every pixel value at or above `threshold` (x -> 1 - x) in the images where `apply` is True.
+
+    The convention of PIL's `ImageOps.solarize` and torchvision's `solarize` (invert where
+    x >= threshold; PIL's default 128 on uint8) and of BYOL's own `solarize` on floats
+    (`where(x < threshold, x, 1 - x)`): for x = i / 255 and threshold 128 / 255 this is exactly PIL's
+    uint8 result divided by 255.
+    Args:
+        images: float [B, H, W, C] in [0, 1].
+        apply: bool [B]; the caller draws it (BYOL: probability 0 for the first view, 0.2 for the second).
+        threshold: in [0, 1].
+    Returns:
+        float [B, H, W, C], the images where `apply` is False unchanged.
+    Reference: Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020 (the image-augmentation
+    appendix: solarization probabilities 0 and 0.2 for the two views).
+    """
+    inverted = tf.where(images >= tf.cast(threshold, images.dtype), 1.0 - images, images)
+    return tf.where(tf.reshape(apply, [-1, 1, 1, 1]), inverted, images)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
 from sslzoo.data.sources import load_splits
 from sslzoo.data.splits import DataSplits
-from sslzoo.errors import ConfigError
+from sslzoo.errors import ConfigError, DataError
 from sslzoo.registry import DATA_KINDS
 
 
@@ -60,12 +62,20 @@ class DataKind(abc.ABC):
     def check_method(self, method, config) -> None:
         """Refuses a method that cannot train on this kind, before any data is read into it."""
 
+    def paths(self, config) -> List[Tuple[str, str]]:
+        """(config key, path) of every file or folder `load` reads, checked to exist before any work."""
+        return []
+
 
 class ImageKind(DataKind):
     """Labelled or unlabelled images: folder, TFDS or generated; scored by kNN and a linear probe."""
 
     sources = ("folder", "list", "tfrecord", "tfds", "synthetic")
     evaluator = "knn_linear"
+
+    def paths(self, config) -> List[Tuple[str, str]]:
+        paths = [("data.path", config.data.path)] if config.data.source in ("folder", "list", "tfrecord") else []
+        return paths + ([("eval.data_path", config.eval.data_path)] if config.eval.data_path else [])
 
     def load(self, config) -> TrainingData:
         splits = load_splits(config.data)
@@ -105,6 +115,17 @@ def dataset_label(config) -> str:
     if data.source == "folder":
         return f"folder:{data.path}"
     return "synthetic"
+
+
+def check_paths(kind: DataKind, config) -> None:
+    """Every path the kind will read exists: a typo fails in a second, not after other data was decoded."""
+    for key, path in kind.paths(config):
+        if "://" in path:
+            continue  # a TensorFlow file system URL (gs://...): its reader checks it
+        local = Path(os.path.expanduser(path))  # os.path's: Path's raises on an unknown ~user
+        if not local.exists():
+            where = "" if local.is_absolute() else f" (relative to {Path.cwd()})"
+            raise DataError(f"{key} '{path}' does not exist{where}; fix it, e.g. --set {key}=<existing path>")
 
 
 def kind_for_source(source: str) -> DataKind:

@@ -19,6 +19,8 @@ _LAZY = {
     "build_signatures": "sslzoo.export.saved_model",
     "graph_ops": "sslzoo.export.saved_model",
     "check_graph_ops": "sslzoo.export.saved_model",
+    "check_saved_model": "sslzoo.export.saved_model",
+    "load_saved_model": "sslzoo.export.saved_model",
 }
 
 __all__ = [

@@ -8,14 +8,17 @@ caught before anything is deserialized.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import re
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterable, List, Mapping
+from typing import Dict, Iterable, List, Mapping, Optional
 
 from sslzoo.files import sha256_file
 from sslzoo.errors import ArtifactIntegrityError  # noqa: F401  (raised here)
 
 CARD_NAME = "model_card.json"
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 FORMAT_VERSION = 1
 # Keys the exporter writes; a caller's card may not set them (a silent override would hide a mistake).
 RESERVED_KEYS = ("input", "output", "signatures", "parity", "files", "format_version", "created_utc",
@@ -75,13 +78,35 @@ def write_card(path: str | Path, card: Mapping) -> None:
     Path(path).write_text(json.dumps(card, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def read_card(export_dir: str | Path) -> dict:
-    """Reads `<export_dir>/model_card.json` (json only; nothing in a card is executed)."""
+def check_sha256_pin(sha256: Optional[str]) -> Optional[str]:
+    """A pinned card hash as lower-case hex; None (nothing pinned) stays None."""
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str) or not SHA256_HEX.match(sha256.strip().lower()):
+        raise ValueError(f"sha256 must be the 64 hex digits of an export's {CARD_NAME}, got {sha256!r}")
+    return sha256.strip().lower()
+
+
+def read_card(export_dir: str | Path, sha256: Optional[str] = None) -> dict:
+    """Reads `<export_dir>/model_card.json` (json only; nothing in a card is executed).
+
+    With `sha256` (lower-case hex, see `check_sha256_pin`) the card's bytes must hash to it; the card
+    that is parsed is those same bytes, so a file swapped after the check is never the one used.
+    """
     path = Path(export_dir) / CARD_NAME
     try:
-        card = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ArtifactIntegrityError(f"'{export_dir}' has no {CARD_NAME}; it is not an sslzoo export") from None
+    if sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ArtifactIntegrityError(
+                f"{path} has sha256 {actual}, but sha256= pins {sha256}: this is not the export you pinned. "
+                "Get it again from its source; pin the new hash only if you trust whoever changed it."
+            )
+    try:
+        card = json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
         raise ArtifactIntegrityError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(card, dict) or not isinstance(card.get("files"), dict):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sslzoo.export.saved_model import FEATURES_NAME, INPUT_NAME, SERVING_DEFAULT
+from sslzoo.export.saved_model import FEATURES_NAME, INPUT_NAME, SERVING_DEFAULT, check_saved_model
 
 ONNX_FILE = "encoder.onnx"
 ONNX_TOLERANCE = 1e-4
@@ -27,6 +27,7 @@ def convert_to_onnx(saved_model_dir: str | Path, path: str | Path) -> Path:
     tf2onnx's command line freezes the SavedModel's variables into constants; its Python `from_function`
     left them as graph inputs here (the same failure as Keras' exporter), so the CLI is the public path.
     """
+    check_saved_model(saved_model_dir)  # tf2onnx loads the SavedModel: vet its graph like every load
     command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model_dir),
                "--signature_def", SERVING_DEFAULT, "--opset", str(OPSET), "--output", str(path)]
     result = subprocess.run(command, capture_output=True, text=True)

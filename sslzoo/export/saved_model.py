@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import decode_image
-from sslzoo.errors import DisallowedOpsError  # noqa: F401  (raised here)
+from sslzoo.errors import DisallowedOpsError, UnsafeModelError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,9 @@ def save_saved_model(encoder, directory: str | Path, image_size: int, head=None,
 
 
 def load_saved_model(saved_model_dir: str | Path):
-    """`tf.saved_model.load` of a SavedModel folder: what TF Serving and plain-TF users get."""
+    """`tf.saved_model.load` of a SavedModel folder (what TF Serving and plain-TF users get), after
+    `check_saved_model` vetted its graph: the one way sslzoo loads a SavedModel."""
+    check_saved_model(saved_model_dir)
     return tf.saved_model.load(str(saved_model_dir))
 
 
@@ -225,7 +227,7 @@ def saved_model_classify(loaded, inputs, signature: str = CLASSIFY) -> Dict[str,
 
 
 # ---------------------------------------------------------------------------------------------------
-# Graph hygiene: no file-reading, file-writing or printing op in anything shipped
+# Graph hygiene: no file-reading, file-writing or printing op in anything shipped or loaded
 #
 # Which functions are inspected: every SavedModel also contains `__inference__traced_save_*` and
 # `__inference__traced_restore_*` (SaveV2, RestoreV2, MergeV2Checkpoints, ShardedFilename...): the
@@ -235,6 +237,11 @@ def saved_model_classify(loaded, inputs, signature: str = CLASSIFY) -> Dict[str,
 # (`f`, `then_branch`, `body`, lists of functions...), plus every concrete function the object graph
 # exposes to `tf.saved_model.load` callers. Reachability, rather than excluding saver functions by their
 # name pattern, is what cannot be fooled by a function named like the saver.
+#
+# `check_saved_model`, run before every `tf.saved_model.load` in sslzoo (`load_saved_model`, the TFLite
+# and ONNX converters, `sslzoo.load`), is stricter: it checks every part of the file, since a function
+# no signature calls can still run (as a gradient, say), and accepts checkpoint ops only in the parts the
+# saver alone reaches (`SAVER_OPS`).
 # ---------------------------------------------------------------------------------------------------
 
 DISALLOWED_OPS: Mapping[str, frozenset] = {
@@ -278,40 +285,129 @@ DISALLOWED_PATTERNS: Mapping[str, re.Pattern] = {
 }
 
 
+# The checkpoint machinery TF writes into every SavedModel: whatever the saver_def's save tensor and
+# restore op reach. `tf.saved_model.load` restores variables with its own reader and never runs them (TF
+# Serving runs only the restore op), so these checkpoint ops are accepted there and nowhere else; a part
+# that a signature or the object graph also reaches gets no allowance.
+SAVER_OPS = {
+    "save": frozenset({"Save", "SaveV2", "SaveSlices", "MergeV2Checkpoints", "ShardedFilename",
+                       "ShardedFilespec"}),
+    "restore": frozenset({"Restore", "RestoreV2", "RestoreSlice"}),
+}
+_SAVED_MODEL_FILE = "saved_model.pb"
+
+
 def _meta_graphs(saved_model_dir: str | Path):
     # Imported here: the protobuf module path is TF-internal; keep its use in one function.
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
+    path = Path(saved_model_dir) / _SAVED_MODEL_FILE
+    # TF reads saved_model.pb first whenever it exists, so checking it is checking what gets loaded; a
+    # folder without it (e.g. only a text saved_model.pbtxt) is refused rather than checked differently.
+    if not path.is_file():
+        raise UnsafeModelError(f"'{saved_model_dir}' has no {_SAVED_MODEL_FILE}; sslzoo checks the graph of a "
+                               f"binary SavedModel before loading it and loads nothing else")
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except DecodeError as error:
+        raise UnsafeModelError(f"'{path}' is not a SavedModel protobuf ({error}), so its graph cannot be "
+                               "checked; refusing to load it") from error
     return proto.meta_graphs
 
 
-def _called_functions(node) -> Iterable[str]:
-    """Names of the functions a NodeDef calls through any function-valued attribute."""
-    for value in node.attr.values():
-        if value.HasField("func") and value.func.name:
-            yield value.func.name
-        for function in value.list.func:
+def _attr_functions(value) -> Iterable[str]:
+    """Names of the functions one AttrValue refers to (a function, a list of them, or nested in either)."""
+    functions = ([value.func] if value.HasField("func") else []) + list(value.list.func)
+    for function in functions:
+        if function.name:
             yield function.name
+        for nested in function.attr.values():
+            yield from _attr_functions(nested)
+
+
+def _called_functions(node, library: Mapping) -> Iterable[str]:
+    """Names of the functions a NodeDef calls: through function-valued attributes, or directly (a node
+    whose op type is the name of a library function)."""
+    if node.op in library:
+        yield node.op
+    for value in node.attr.values():
+        yield from _attr_functions(value)
 
 
 def _node_name(tensor_name: str) -> str:
     return tensor_name.lstrip("^").split(":")[0]
 
 
-def _serving_roots(meta_graph):
-    """Main-graph nodes feeding any signature output, walked backwards through their inputs."""
-    nodes = {node.name: node for node in meta_graph.graph_def.node}
-    pending = [_node_name(t.name) for sig in meta_graph.signature_def.values() for t in sig.outputs.values()]
-    seen: Set[str] = set()
+def _closure(start: Iterable[str], known: Mapping, successors) -> Set[str]:
+    """The names in `known` reachable from `start` by repeatedly following `successors(name)`."""
+    pending, seen = list(start), set()
     while pending:
         name = pending.pop()
-        if name in seen or name not in nodes:
-            continue
-        seen.add(name)
-        pending.extend(_node_name(i) for i in nodes[name].input)
-    return [nodes[name] for name in seen]
+        if name not in seen and name in known:
+            seen.add(name)
+            pending.extend(successors(name))
+    return seen
+
+
+# A part of a graph: ("node", name) for a main-graph node, ("function", name) for a library function.
+_Part = Tuple[str, str]
+
+
+class _Graph:
+    """One meta graph's main-graph nodes and function library, and which parts a root can execute."""
+
+    def __init__(self, meta_graph):
+        self.meta_graph = meta_graph
+        self.nodes = {node.name: node for node in meta_graph.graph_def.node}
+        self.library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+
+    def parts(self) -> Set[_Part]:
+        return {("node", name) for name in self.nodes} | {("function", name) for name in self.library}
+
+    def reach(self, tensor_names: Iterable[str], functions: Iterable[str] = ()) -> Set[_Part]:
+        """The parts that computing `tensor_names` or calling `functions` can execute: main-graph inputs
+        walked backwards, then every function called, transitively."""
+        nodes = _closure((_node_name(name) for name in tensor_names), self.nodes,
+                         lambda name: (_node_name(i) for i in self.nodes[name].input))
+        calls = [f for name in nodes for f in _called_functions(self.nodes[name], self.library)]
+        called = _closure(calls + list(functions), self.library,
+                          lambda name: (f for node in self.library[name].node_def
+                                        for f in _called_functions(node, self.library)))
+        return {("node", name) for name in nodes} | {("function", name) for name in called}
+
+    def serving(self) -> Set[_Part]:
+        """What a loader can execute: every signature output (`__saved_model_init_op` included) and every
+        concrete function the object graph exposes to `tf.saved_model.load` callers."""
+        outputs = [t.name for sig in self.meta_graph.signature_def.values() for t in sig.outputs.values()]
+        return self.reach(outputs, self.meta_graph.object_graph_def.concrete_functions.keys())
+
+    def saver_allowances(self) -> Dict[_Part, frozenset]:
+        """part -> the checkpoint ops accepted in it (see SAVER_OPS); parts not listed accept none."""
+        serving = self.serving()
+        saver = self.meta_graph.saver_def
+        allowed: Dict[_Part, frozenset] = {}
+        for root, ops in ((saver.save_tensor_name, SAVER_OPS["save"]),
+                          (saver.restore_op_name, SAVER_OPS["restore"])):
+            if root:
+                for part in self.reach([root]) - serving:
+                    allowed[part] = allowed.get(part, ops) & ops
+        return allowed
+
+    def ops(self, parts: Iterable[_Part]) -> Iterator[Tuple[_Part, str]]:
+        """(part, op type) for every node in `parts`."""
+        for kind, name in parts:
+            if kind == "node":
+                yield (kind, name), self.nodes[name].op
+            else:
+                for node in self.library[name].node_def:
+                    yield (kind, name), node.op
+
+
+def _describe(part: _Part) -> str:
+    kind, name = part
+    return f"function {name}" if kind == "function" else f"main-graph node {name}"
 
 
 def graph_ops(saved_model_dir: str | Path, *, scope: str = "serving") -> Set[str]:
@@ -327,24 +423,8 @@ def graph_ops(saved_model_dir: str | Path, *, scope: str = "serving") -> Set[str
         raise ValueError(f"scope must be 'serving' or 'all', got {scope!r}")
     ops: Set[str] = set()
     for meta_graph in _meta_graphs(saved_model_dir):
-        library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
-        if scope == "all":
-            ops.update(node.op for node in meta_graph.graph_def.node)
-            ops.update(node.op for f in library.values() for node in f.node_def)
-            continue
-        roots = _serving_roots(meta_graph)
-        ops.update(node.op for node in roots)
-        pending = [name for node in roots for name in _called_functions(node)]
-        pending.extend(meta_graph.object_graph_def.concrete_functions.keys())
-        visited: Set[str] = set()
-        while pending:
-            name = pending.pop()
-            if name in visited or name not in library:
-                continue
-            visited.add(name)
-            for node in library[name].node_def:
-                ops.add(node.op)
-                pending.extend(_called_functions(node))
+        graph = _Graph(meta_graph)
+        ops.update(op for _, op in graph.ops(graph.serving() if scope == "serving" else graph.parts()))
     return ops
 
 
@@ -365,12 +445,47 @@ def disallowed_ops(ops: Iterable[str], allow: Iterable[str] = ()) -> Dict[str, s
     return found
 
 
-def check_graph_ops(ops: Iterable[str], allow: Iterable[str] = ()) -> None:
-    """Raises `DisallowedOpsError` if `ops` contains file-reading, file-writing, printing or Python ops."""
+_MAX_HOLDERS = 3  # holders named per op in an error; one is enough to find the planted call
+
+
+def check_graph_ops(ops: Iterable[str] | Mapping[str, Iterable[str]], allow: Iterable[str] = (), *,
+                    source: str = "the exported graph") -> None:
+    """Raises `DisallowedOpsError` if `ops` contains file-reading, file-writing, printing or Python ops.
+
+    `ops` may map each op type to where it occurs (`check_saved_model` does), and the message names those.
+    """
     found = disallowed_ops(ops, allow)
-    if found:
-        listing = ", ".join(f"{op} ({category})" for op, category in found.items())
-        raise DisallowedOpsError(
-            f"the exported graph contains disallowed ops: {listing}. Exported encoders must not read or "
-            "write files, print or run Python; remove e.g. tf.print / tf.io calls from the model."
-        )
+    if not found:
+        return
+    holders = ops if isinstance(ops, Mapping) else {}
+    listing = []
+    for op, category in found.items():
+        where = sorted(holders.get(op, ()))
+        shown = ", ".join(where[:_MAX_HOLDERS]) + (f" and {len(where) - _MAX_HOLDERS} more"
+                                                   if len(where) > _MAX_HOLDERS else "")
+        listing.append(f"{op} ({category}{', in ' + shown if shown else ''})")
+    raise DisallowedOpsError(
+        f"{source} contains disallowed ops: {', '.join(listing)}. sslzoo neither ships nor loads a graph that "
+        "reads or writes files, prints or runs Python: remove tf.io / tf.print / tf.py_function calls from "
+        "the model and export it again (run a SavedModel you did not make only in a sandbox)."
+    )
+
+
+def check_saved_model(saved_model_dir: str | Path) -> None:
+    """Refuses a SavedModel whose graph holds a disallowed op anywhere, from `saved_model.pb` alone.
+
+    Every main-graph node and every library function is checked (not only what the signatures reach: a
+    gradient or an orphan function can still be run); the one exception is the checkpoint ops of the
+    saver's own save/restore functions (`SAVER_OPS`). Nothing is loaded or executed to check.
+    Raises `DisallowedOpsError` naming each op and the function (or main-graph node) holding it.
+    """
+    holders: Dict[str, Set[str]] = {}
+    for meta_graph in _meta_graphs(saved_model_dir):
+        graph = _Graph(meta_graph)
+        allowances = graph.saver_allowances()
+        located = list(graph.ops(graph.parts()))
+        flagged = disallowed_ops({op for _, op in located})
+        for part, op in located:
+            if op in flagged and op not in allowances.get(part, ()):
+                holders.setdefault(op, set()).add(_describe(part))
+    check_graph_ops(holders, source=f"refusing to load the SavedModel at '{saved_model_dir}': its graph")

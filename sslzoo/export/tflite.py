@@ -30,12 +30,24 @@ from typing import Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
-from sslzoo.export.saved_model import FEATURES_NAME, INPUT_NAME, SERVING_DEFAULT
+from sslzoo.export.saved_model import (
+    FEATURES_NAME,
+    INPUT_NAME,
+    SERVING_DEFAULT,
+    check_saved_model,
+    load_saved_model,
+)
+
+
+def _converter(saved_model_dir: str | Path, signature: str):
+    # from_saved_model runs tf.saved_model.load, so the graph is checked first like every load in sslzoo.
+    check_saved_model(saved_model_dir)
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
 
 
 def convert_to_tflite(saved_model_dir: str | Path, signature: str = SERVING_DEFAULT) -> bytes:
     """Converts one SavedModel signature to a float32 TFLite flatbuffer that keeps the signature."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
+    converter = _converter(saved_model_dir, signature)
     # Builtin ops only: a model that needs Flex (TF) ops would not run on a plain LiteRT runtime, and
     # failing at export is better than failing on the device.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -136,7 +148,7 @@ def convert_variant(saved_model_dir: str | Path, variant: str, representative_im
         # Validate before the converter's slow load of the SavedModel.
         calibration = check_representative_images(representative_images, min_representative)
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
+    converter = _converter(saved_model_dir, signature)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -156,7 +168,7 @@ def convert_variant(saved_model_dir: str | Path, variant: str, representative_im
 
 def _input_name(saved_model_dir: str | Path, signature: str) -> str:
     """The signature's single input name (the representative dataset is keyed by it)."""
-    loaded = tf.saved_model.load(str(saved_model_dir))
+    loaded = load_saved_model(saved_model_dir)
     if signature not in loaded.signatures:
         raise ValueError(f"SavedModel at {saved_model_dir} has no signature {signature!r}; "
                          f"it has {sorted(loaded.signatures)}")

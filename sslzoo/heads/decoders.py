@@ -16,14 +16,24 @@ from keras import layers
 
 from sslzoo.config import ConfigError
 
-# DCGAN initialisation of the reference code (`weights_init`): conv ~ N(0, 0.02), BN scale ~ N(1, 0.02).
-_CONV_INIT = keras.initializers.RandomNormal(0.0, 0.02)
-_GAMMA_INIT = keras.initializers.RandomNormal(1.0, 0.02)
 _BN_MOMENTUM = 0.9  # PyTorch-style, like the encoders (see sslzoo.backbones.common.BN_MOMENTUM)
 
 
+# DCGAN initialisation of the reference code (`weights_init`): conv ~ N(0, 0.02), BN scale ~ N(1, 0.02).
+# A new initializer per layer, made when the layer is built: an unseeded Keras initializer draws its seed
+# from Python's `random` when it is constructed, so one made at import time took a seed that
+# `keras.utils.set_random_seed` never reached (runs differed across processes) and gave every layer of the
+# same shape the same weights.
+def _conv_init() -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def _gamma_init() -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(1.0, 0.02)
+
+
 def _bn(name: str) -> layers.BatchNormalization:
-    return layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=1e-5, gamma_initializer=_GAMMA_INIT, name=name)
+    return layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=1e-5, gamma_initializer=_gamma_init(), name=name)
 
 
 def channel_wise_dense(x, name: str):
@@ -48,7 +58,7 @@ def channel_wise_dense(x, name: str):
         kernel_initializer="glorot_uniform", name=f"{name}_channel_fc",
     )(x)
     x = layers.Reshape((height, width, channels), name=f"{name}_unflatten")(x)
-    x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=_CONV_INIT, name=f"{name}_mix")(x)
+    x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=_conv_init(), name=f"{name}_mix")(x)
     x = _bn(f"{name}_mix_bn")(x)
     return layers.ReLU(name=f"{name}_mix_relu")(x)
 
@@ -89,10 +99,10 @@ def context_decoder(feature_map_shape: Sequence[int], output_size: int, width: i
     for index in range(steps - 1):
         filters = width * 2 ** (steps - 2 - index)
         x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False,
-                                   kernel_initializer=_CONV_INIT, name=f"{name}_up{index + 1}")(x)
+                                   kernel_initializer=_conv_init(), name=f"{name}_up{index + 1}")(x)
         x = _bn(f"{name}_bn{index + 1}")(x)
         x = layers.ReLU(name=f"{name}_relu{index + 1}")(x)
-    x = layers.Conv2DTranspose(3, 4, strides=2, padding="same", kernel_initializer=_CONV_INIT,
+    x = layers.Conv2DTranspose(3, 4, strides=2, padding="same", kernel_initializer=_conv_init(),
                                name=f"{name}_up{steps}")(x)
     outputs = layers.Activation("tanh", name=f"{name}_tanh", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -117,11 +127,11 @@ def context_discriminator(input_size: int, width: int = 64, name: str = "discrim
     while size > 4:
         index += 1
         x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=index == 1,
-                          kernel_initializer=_CONV_INIT, name=f"{name}_conv{index}")(x)
+                          kernel_initializer=_conv_init(), name=f"{name}_conv{index}")(x)
         if index > 1:
             x = _bn(f"{name}_bn{index}")(x)
         x = layers.LeakyReLU(negative_slope=0.2, name=f"{name}_lrelu{index}")(x)
         size, filters = (size + 1) // 2, filters * 2
-    x = layers.Conv2D(1, size, padding="valid", kernel_initializer=_CONV_INIT, name=f"{name}_logit")(x)
+    x = layers.Conv2D(1, size, padding="valid", kernel_initializer=_conv_init(), name=f"{name}_logit")(x)
     outputs = layers.Flatten(name=f"{name}_flatten", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

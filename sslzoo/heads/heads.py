@@ -1,11 +1,16 @@
-"""Heads are plain functional Keras models so they serialize and export like encoders."""
+"""Heads are plain functional Keras models so they serialize and export like encoders.
+
+Built-in layers only, except DINO's weight-normalised last layer (`sslzoo.layers.WeightNormalizedDense`, a
+registered layer that loads under `safe_mode`)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import keras
 from keras import layers
+
+from sslzoo.layers.weight_norm import WeightNormalizedDense
 
 
 def mlp_head(
@@ -14,8 +19,11 @@ def mlp_head(
     output_dim: int,
     batch_norm: bool = True,
     name: str = "head",
+    activation: Literal["relu", "gelu"] = "relu",
+    last_batch_norm: bool = False,
+    kernel_initializer="glorot_uniform",
 ) -> keras.Model:
-    """An MLP: (Dense -> [BN] -> ReLU) per hidden width, then a linear output layer.
+    """An MLP: (Dense -> [BN] -> activation) per hidden width, then a linear output layer [-> BN].
 
     Args:
         input_dim: D of the input features [N, D].
@@ -23,15 +31,75 @@ def mlp_head(
         output_dim: width of the output [N, output_dim] (logits, projections...).
         batch_norm: BN after each hidden Dense (SimCLR's projector, RotNet's non-linear classifier).
         name: model name.
+        activation: "relu", or "gelu" (the exact, erf form, as torch's nn.GELU in DINO's head).
+        last_batch_norm: BN on the output too, without scale and offset (affine=False) and after a
+            bias-free output Dense (a bias before BN is cancelled by its mean): SimSiam's projector, whose
+            official code ends in `nn.BatchNorm1d(dim, affine=False)` (the paper says only "BN applied to
+            each fc layer, including its output fc").
+        kernel_initializer: of every Dense (DINO's head: truncated normal, std 0.02).
+    Reference: Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021 (section 3, "Baseline
+    settings", and the official builder.py); Caron et al., "Emerging Properties in Self-Supervised Vision Transformers",
+    ICCV 2021 (the official `DINOHead`).
     """
     inputs = keras.Input((input_dim,), name=f"{name}_input")
-    x = inputs
+    outputs = _mlp(inputs, hidden_dims, output_dim, batch_norm, name, activation, last_batch_norm,
+                   kernel_initializer)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _mlp(x, hidden_dims, output_dim, batch_norm, name, activation, last_batch_norm, kernel_initializer):
     for i, width in enumerate(hidden_dims):
-        x = layers.Dense(width, use_bias=not batch_norm, name=f"{name}_dense{i + 1}")(x)
+        x = layers.Dense(width, use_bias=not batch_norm, kernel_initializer=kernel_initializer,
+                         name=f"{name}_dense{i + 1}")(x)
         if batch_norm:
             x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i + 1}")(x)
-        x = layers.ReLU(name=f"{name}_relu{i + 1}")(x)
-    outputs = layers.Dense(output_dim, name=f"{name}_out")(x)
+        x = _activation(activation, f"{name}_{activation}{i + 1}")(x)
+    x = layers.Dense(output_dim, use_bias=not last_batch_norm, kernel_initializer=kernel_initializer,
+                     name=f"{name}_out")(x)
+    if last_batch_norm:
+        x = layers.BatchNormalization(momentum=0.9, center=False, scale=False, name=f"{name}_out_bn")(x)
+    return x
+
+
+def _activation(kind: str, name: str) -> layers.Layer:
+    if kind == "relu":
+        return layers.ReLU(name=name)
+    if kind == "gelu":
+        return layers.Activation("gelu", name=name)
+    raise ValueError(f"activation {kind!r}: use 'relu' or 'gelu'")
+
+
+def dino_head(
+    input_dim: int,
+    output_dim: int,
+    hidden_dim: int = 2048,
+    bottleneck_dim: int = 256,
+    num_layers: int = 3,
+    batch_norm: bool = False,
+    norm_last_layer: bool = True,
+    name: str = "dino_head",
+) -> keras.Model:
+    """DINO's projection head: an MLP with GELU to a bottleneck, L2 normalisation, a weight-normalised layer.
+
+    features [N, D] -> (Dense -> [BN] -> GELU) x (num_layers - 1) -> Dense to the bottleneck
+    -> L2-normalise -> `WeightNormalizedDense` (no bias) -> logits [N, output_dim] (K prototypes).
+    Args:
+        input_dim: D; output_dim: K (the paper: 65536); hidden_dim: 2048; bottleneck_dim: 256;
+        num_layers: Dense layers of the MLP (the paper: 3; at least 1).
+        batch_norm: BN after the hidden Dense layers (`use_bn`; off for ViTs, on in the ResNet runs).
+        norm_last_layer: the last layer's column norms fixed at 1 (True, the official default) or
+            trainable from 1 (False; the official README sets it for ViT-S, trading stability for accuracy).
+    Dense kernels start from a truncated normal with std 0.02 and zero biases (`DINOHead._init_weights`).
+    Reference: Caron, Touvron, Misra, Jegou, Mairal, Bojanowski, Joulin, "Emerging Properties in
+    Self-Supervised Vision Transformers", ICCV 2021 (section 3.1; the official vision_transformer.py).
+    """
+    if num_layers < 1:
+        raise ValueError(f"num_layers {num_layers}: use at least 1")
+    inputs = keras.Input((input_dim,), name=f"{name}_input")
+    x = _mlp(inputs, [hidden_dim] * (num_layers - 1), bottleneck_dim, batch_norm, name, "gelu", False,
+             keras.initializers.TruncatedNormal(stddev=0.02))
+    x = layers.UnitNormalization(axis=-1, name=f"{name}_l2")(x)
+    outputs = WeightNormalizedDense(output_dim, trainable_norm=not norm_last_layer, name=f"{name}_last")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

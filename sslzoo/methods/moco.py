@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, List, Literal, Sequence, Tuple
+from typing import List, Literal, Tuple
 
 import keras
 import numpy as np
@@ -13,7 +13,7 @@ import tensorflow as tf
 from sslzoo.augment.views import ViewOptions, two_views
 from sslzoo.config import ConfigError, option
 from sslzoo.heads import mlp_head
-from sslzoo.layers import all_gather_batch, grouped_call, shuffled_grouped_call
+from sslzoo.layers import all_gather_batch, ema, grouped_call, shuffled_grouped_call
 from sslzoo.losses import info_nce
 from sslzoo.methods.base import SSLMethod, require, top1
 from sslzoo.pictures import save_image_grid
@@ -65,47 +65,6 @@ class MoCoOptions(ViewOptions):
         super().__post_init__()
 
 
-def _tf_variable(variable):
-    return variable.value if isinstance(variable, keras.Variable) else variable
-
-
-def update_replicated(updates: Sequence[Tuple[keras.Variable, Callable, tuple]]) -> None:
-    """Applies `fn(tf_variable, *args)` for every `(variable, fn, args)`, on every replica's copy.
-
-    Mirrored variables may not be assigned in a replica context directly; like Keras' optimizer, the
-    update goes through `merge_call` and `extended.update`, which gives each device its own replica's
-    args (identical here: every replica computes the same momentum average and the same gathered keys).
-    Without a strategy this is a plain call.
-    """
-    context = tf.distribute.get_replica_context()
-    if context is None:
-        for variable, fn, args in updates:
-            fn(_tf_variable(variable), *args)
-        return
-
-    def merge(strategy, *all_args):
-        for (variable, fn, _), args in zip(updates, all_args):
-            strategy.extended.update(_tf_variable(variable), fn, args=args, group=False)
-
-    context.merge_call(merge, args=tuple(args for _, _, args in updates))
-
-
-def momentum_copy(model: keras.Model, name: str) -> keras.Model:
-    """A separate model with `model`'s architecture and (at creation) its exact weights, never trained.
-
-    Its variables are marked non-trainable, so they never enter `trainable_variables` (and so never the
-    optimizer or the gradient); its layers stay trainable so that its BN layers still normalise with
-    batch statistics in training mode (Keras runs a non-trainable BN layer in inference mode).
-    """
-    config = model.get_config()
-    config["name"] = name
-    copy = model.__class__.from_config(config)
-    copy.set_weights(model.get_weights())
-    for variable in copy.weights:
-        variable.trainable = False
-    return copy
-
-
 @register_method("moco")
 @keras.saving.register_keras_serializable(package="sslzoo")
 class MoCo(SSLMethod):
@@ -139,8 +98,8 @@ class MoCo(SSLMethod):
     def setup(self):
         queue_size, projection_dim = self.options.queue_size, int(self.projector.output_shape[-1])
         # The key encoder starts as an exact copy of the query encoder (builder.py copies the params).
-        self.key_encoder = momentum_copy(self.encoder, "key_encoder")
-        self.key_projector = momentum_copy(self.projector, "key_projector")
+        self.key_encoder = ema.momentum_copy(self.encoder, "key_encoder")
+        self.key_projector = ema.momentum_copy(self.projector, "key_projector")
         self.queue = self.add_weight(
             shape=(queue_size, projection_dim), initializer="zeros", dtype="float32",
             trainable=False, autocast=False, name="queue",
@@ -224,21 +183,11 @@ class MoCo(SSLMethod):
         As in builder.py only parameters are averaged; the key encoder's BN moving statistics are its
         own (they are only used in inference mode, e.g. the validation loss).
         """
-        pairs = []
-        for query_model, key_model in ((self.encoder, self.key_encoder), (self.projector, self.key_projector)):
-            for query, key in zip(query_model.weights, key_model.weights):
-                if query.trainable:
-                    pairs.append((key, query))
-        return pairs
+        return ema.momentum_pairs((self.encoder, self.projector), (self.key_encoder, self.key_projector))
 
     def momentum_update(self) -> None:
         """theta_k <- m * theta_k + (1 - m) * theta_q (M1 Eq. 2), for every pair of parameters."""
-        m = self.options.momentum
-        updates = []
-        for key, query in self.momentum_pairs():
-            value = m * tf.convert_to_tensor(key) + (1.0 - m) * tf.convert_to_tensor(query)
-            updates.append((key, lambda variable, new: variable.assign(new), (value,)))
-        update_replicated(updates)
+        ema.momentum_update(self.momentum_pairs(), self.options.momentum)
 
     def enqueue(self, keys: tf.Tensor) -> None:
         """Writes `keys` [n, P] over the n oldest queue slots (FIFO ring) and advances the pointer.
@@ -252,7 +201,7 @@ class MoCo(SSLMethod):
         queue_size = self.options.queue_size
         indices = (pointer + tf.range(count)) % queue_size
         new_pointer = (pointer + count) % queue_size
-        update_replicated([
+        ema.update_replicated([
             (self.queue, lambda variable, rows, where: variable.scatter_update(tf.IndexedSlices(rows, where)),
              (keys, indices)),
             (self.queue_pointer, lambda variable, value: variable.assign(value), (new_pointer,)),

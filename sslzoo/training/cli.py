@@ -2,60 +2,58 @@
 
     python -m sslzoo.training --config zoo_configs/rotnet_convnet_small_cifar10.yaml \
         [--set data.source=folder data.path=../shared/data/cifar10/train trainer.epochs=1] \
-        [--output runs/<name>] [--eval-only]
+        [--output runs/<name>] [--eval-only] [--debug]
 
 Rerunning the same command on the same --output resumes from the last finished epoch. `train.py` in a
 checkout is this command; `--config` also takes a shipped config's name (e.g. rotnet_convnet_small_cifar10).
+One process at a time trains in a run folder (a second one is refused, exit code 2). An error is one line
+on stderr, exit code 2 (1 for a diverged training); --debug adds its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
+
+from sslzoo.cli_errors import OneLineParser, report
+from sslzoo.errors import TrainingDivergedError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config, e.g. zoo_configs/<method>_<encoder>_<dataset>.yaml")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config values, e.g. --set trainer.epochs=1 data.source=folder")
     parser.add_argument("--output", help="run folder (default: runs/<config name>)")
     parser.add_argument("--eval-only", action="store_true", help="re-evaluate the run's trained encoder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error, not just its line")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Import after argument parsing so --help is instant.
-    from sslzoo import config as config_lib
-    from sslzoo.data import DataError
-    from sslzoo.settings import resolve_config
-    from sslzoo.training.trainer import TrainingDivergedError, check_names, evaluate_run, train_run
-
-    try:
-        config = config_lib.load(resolve_config(args.config), args.set)
-        check_names(config)
-    except config_lib.ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
     output = Path(args.output or Path("runs") / Path(args.config).stem)
     try:
-        if args.eval_only:
-            metrics = evaluate_run(output)
-        else:
-            metrics = train_run(config, output, verbose=0 if args.quiet else "auto")
-    except (config_lib.ConfigError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDivergedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        metrics = _run(args, output)
+    except Exception as error:
+        return report(error, debug=args.debug, codes={TrainingDivergedError: 1})
     print(summary(output, metrics))
     return 0
+
+
+def _run(args: argparse.Namespace, output: Path) -> dict:
+    # Imported after argument parsing so --help is instant.
+    from sslzoo import config as config_lib
+    from sslzoo.settings import resolve_config
+    from sslzoo.training.trainer import evaluate_run, train_run
+
+    config = config_lib.load(resolve_config(args.config), args.set)
+    if args.eval_only:
+        return evaluate_run(output)
+    return train_run(config, output, verbose=0 if args.quiet else "auto")
 
 
 def summary(output: Path, metrics: dict) -> str:

@@ -5,7 +5,8 @@ and clips: the `load` of the data kind registered for `data.source`, `training_s
 `start_training` (build, compile, `prepare`, restore), `fit`, the kind's evaluator (registered in
 `EVALUATORS`: kNN + linear probe for images, tracking J for clips) and `write_outputs`. Rerunning it on
 the same run folder resumes from the last finished epoch (the folder's config must match), so `kill -9`
-costs at most one epoch.
+costs at most one epoch. Everything that can be checked without the data (`check_run`) is checked before
+the run folder is touched, and the run holds the folder's lock (`sslzoo.training.lock`) throughout.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import yaml
 
 from sslzoo.backbones import validate_encoder_options
 from sslzoo.config import Config, ConfigError, parse_options
-from sslzoo.config import from_dict as config_from_dict
+from sslzoo.config import load as load_config
 from sslzoo.data import split_pipeline
-from sslzoo.data.kinds import TrainingData, kind_for_source
+from sslzoo.data.kinds import TrainingData, check_paths, kind_for_source
 from sslzoo.errors import TrainingDivergedError
 from sslzoo.evaluation.context import RunContext
 from sslzoo.files import atomic_write, atomic_write_text
@@ -36,6 +37,7 @@ from sslzoo.training import evaluators  # noqa: F401  (registers the image evalu
 from sslzoo.training.checkpoints import EpochCheckpoint, RunState
 from sslzoo.training.build import INIT_WEIGHTS, build_models, initial_encoder  # noqa: F401  (public stages)
 from sslzoo.training.evaluators import PARITY_SAMPLES
+from sslzoo.training.lock import hold_run_folder
 from sslzoo.training.strategy import input_workers, make_strategy
 from sslzoo.video import plugin as _video_plugin  # noqa: F401  (registers the clip kind and tracking evaluator)
 
@@ -45,9 +47,9 @@ log = logging.getLogger(__name__)
 def _check_run_folder(config: Config, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
     if saved.exists():
-        # Through from_dict, so a folder written before a new config field existed (with its default)
-        # still counts as the same run.
-        previous = config_from_dict(yaml.safe_load(saved.read_text())).to_dict()
+        # Through the config loader, so a folder written before a new config field existed (with its
+        # default) still counts as the same run.
+        previous = load_config(saved).to_dict()
         if previous != config.to_dict():
             raise ConfigError(
                 f"run folder '{run_dir}' holds a run with a different config; resuming it with this one "
@@ -70,11 +72,39 @@ def check_names(config: Config) -> None:
                           f"{', '.join(EVALUATORS.names())} (or \"\" for the data kind's own)")
 
 
-def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") -> Dict[str, Any]:
-    """Pretrains, evaluates and writes the run folder; returns the metrics written to metrics.json."""
-    run_dir = Path(run_dir)
+def check_output(run_dir: Path) -> None:
+    """The run folder can be a folder: neither it nor a parent is an existing file."""
+    if "\0" in str(run_dir):
+        raise ConfigError(f"run folder {str(run_dir)!r} holds a NUL character, which no path can; pass another --output")
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == run_dir else f"lies under '{folder}', which is a file"
+                raise ConfigError(f"run folder '{run_dir}' {what}; pass --output a folder (e.g. runs/<name>)")
+            return
+
+
+def check_run(config: Config, run_dir: Path) -> None:
+    """Every check that needs neither the data nor the built model, done before anything is decoded or
+    written: names and options, the paths the data kind reads, the run folder's path."""
     check_names(config)
-    _check_run_folder(config, run_dir)
+    check_paths(kind_for_source(config.data.source), config)
+    check_output(run_dir)
+
+
+def train_run(config: Config, run_dir: str | Path, verbose: int | str = "auto") -> Dict[str, Any]:
+    """Pretrains, evaluates and writes the run folder; returns the metrics written to metrics.json.
+
+    Raises `RunFolderInUseError` while another process trains or evaluates in `run_dir`.
+    """
+    run_dir = Path(run_dir)
+    check_run(config, run_dir)
+    with hold_run_folder(run_dir):
+        _check_run_folder(config, run_dir)
+        return _train(config, run_dir, verbose)
+
+
+def _train(config: Config, run_dir: Path, verbose: int | str) -> Dict[str, Any]:
     kind = kind_for_source(config.data.source)
     # The strategy first: a mirrored run on CPUs must split the CPU before TensorFlow initialises.
     strategy = make_strategy(config.trainer.strategy, config.trainer.cpu_replicas)
@@ -135,19 +165,21 @@ def _sharded_by_file(data: TrainingData, workers: int) -> bool:
 
 def start_training(config: Config, run_dir: Path, strategy, steps: int, train_images: np.ndarray,
                    num_classes: int, check_method: Optional[Callable] = None):
-    """Writes config.yaml, builds and compiles the method under `strategy`, runs its `prepare` hook on
-    `train_images`, keeps the initial encoder weights, restores the latest checkpoint.
+    """Builds the method under `strategy`, writes config.yaml, compiles, runs the method's `prepare`
+    hook on `train_images`, keeps the initial encoder weights, restores the latest checkpoint.
 
     Returns (encoder, method, state, first_epoch). `check_method(method)` may refuse the method early
     (e.g. an image method on video data).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     epochs = config.trainer.epochs
     with strategy.scope():
         encoder, method = build_models(config, num_classes)
         if check_method is not None:
             check_method(method)
+        # Only now: a config refused while building must not leave a config.yaml that would refuse the
+        # corrected command as "a different config".
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
         method.compile(optimizer=optimizer, jit_compile=config.trainer.jit_compile)
         optimizer.build(method.trainable_variables)
@@ -244,16 +276,22 @@ def _json_default(value):
 
 def evaluate_run(run_dir: str | Path) -> Dict[str, Any]:
     """Re-evaluates a finished run's encoder (train.py --eval-only, python -m sslzoo.evaluate)."""
-    from sslzoo.config import load
     from sslzoo.data import load_splits
 
     run_dir = Path(run_dir)
-    config = load(run_dir / "config.yaml")
-    encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
-    splits = load_splits(config.data)
-    metrics = evaluators.probe_metrics(config, run_dir, encoder, splits)
-    previous = run_dir / "metrics.json"
-    if previous.exists():
-        metrics = {**json.loads(previous.read_text()), **metrics}
-    atomic_write_text(previous, json.dumps(metrics, indent=2, default=_json_default))
+    check_output(run_dir)
+    missing = [name for name in ("config.yaml", "encoder.keras") if not (run_dir / name).is_file()]
+    if missing:
+        raise ConfigError(f"run folder '{run_dir}' has no {' or '.join(missing)}: re-evaluating needs a trained "
+                          f"run; train it first (python train.py --config <config> --output {run_dir})")
+    config = load_config(run_dir / "config.yaml")
+    check_paths(kind_for_source(config.data.source), config)
+    with hold_run_folder(run_dir, create=False):
+        encoder = keras.saving.load_model(run_dir / "encoder.keras", safe_mode=True)
+        splits = load_splits(config.data)
+        metrics = evaluators.probe_metrics(config, run_dir, encoder, splits)
+        previous = run_dir / "metrics.json"
+        if previous.exists():
+            metrics = {**json.loads(previous.read_text()), **metrics}
+        atomic_write_text(previous, json.dumps(metrics, indent=2, default=_json_default))
     return metrics

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import keras
 import numpy as np
@@ -63,6 +63,13 @@ class ClipKind(DataKind):
         # Clips carry no labels to probe online.
         return TrainingData(splits, num_classes=0, prepare_images=data.train.frames,
                             label=f"{config.data.source}:{source}", unit="clips", payload=data)
+
+    def paths(self, config: Config) -> List[Tuple[str, str]]:
+        data = config.data
+        paths = [("data.path", data.path)] if data.path and data.source != "video_tfds" else []
+        if data.annotations_path and data.source == "video_folder":
+            paths.append(("data.annotations_path", data.annotations_path))
+        return paths
 
     def check_method(self, method, config: Config) -> None:
         if not hasattr(method, "num_frames") or not hasattr(method, "embedder"):

@@ -18,10 +18,13 @@ Resolution order for a name (first hit wins, like PATH):
 An existing path is used as is.
 
 Loading never deserializes code: every file's sha256 is checked against the
-model card first, `.keras` files load with `safe_mode=True`, and a `.keras` holding a `Lambda` layer is
-refused before Keras reads it. Cache hits are re-verified on every load; a cache entry that no longer
-matches its card raises `ArtifactIntegrityError` telling you to delete `<cache>/<name>` (it is never
-silently re-downloaded over: a changed cache file is worth a look).
+model card first, `.keras` files load with `safe_mode=True`, a `.keras` holding a `Lambda` layer (or a
+config.json over `MAX_KERAS_CONFIG_BYTES`) is refused before Keras reads it, and a SavedModel whose graph
+holds a file, print or Python op is refused before `tf.saved_model.load` sees it. Cache hits are
+re-verified on every load; a cache entry that no longer matches its card raises `ArtifactIntegrityError`
+telling you to delete `<cache>/<name>` (it is never silently re-downloaded over: a changed cache file is
+worth a look). The card hashes catch corruption, not a party who can write the folder (they can rewrite
+the card too): `load(..., sha256=<card hash>)` pins the card and so every file. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from sslzoo import settings
 from sslzoo.zoo import remote as zoo_remote
-from sslzoo.export.card import CARD_NAME, ArtifactIntegrityError, card_field, read_card, verify_files
+from sslzoo.export.card import (CARD_NAME, ArtifactIntegrityError, card_field, check_sha256_pin, read_card,
+                               verify_files)
 from sslzoo.errors import DownloadError, IndexUnreachableError, ModelIndexError
 from sslzoo.errors import ModelNotFoundError, UnsafeModelError  # noqa: F401  (raised here)
 
@@ -50,6 +54,9 @@ HEAD_FILE = "head.keras"
 LABELS_FILE = "labels.txt"
 DEFAULT_VARIANT = "float32"
 LIST_FIELDS = ("method", "encoder", "dataset", "knn_top1", "linear_top1", "finetune_top1")
+KERAS_CONFIG = "config.json"  # the member of a .keras zip that holds the model's layer config
+# A config is JSON layer descriptions: kilobytes for the zoo's encoders, a few MB for very deep models.
+MAX_KERAS_CONFIG_BYTES = 64 << 20
 
 __all__ = ["load", "list_models", "resolve", "export_roots", "load_labels", "tflite_variants",
            "ModelNotFoundError", "ArtifactIntegrityError", "UnsafeModelError", "IndexUnreachableError",
@@ -99,6 +106,7 @@ def _from_local_roots(lookup: _Lookup) -> Optional[Path]:
 
 
 def _from_cache(lookup: _Lookup) -> Optional[Path]:
+    zoo_remote.remove_stale_temporaries()
     return zoo_remote.cached_models().get(lookup.name)
 
 
@@ -160,13 +168,14 @@ def resolve(name_or_path: str | os.PathLike, index_url: Optional[str] = None) ->
 
 
 def load(name_or_path: str | os.PathLike, format: str = "keras", variant: str = DEFAULT_VARIANT,
-         head: bool = False, index_url: Optional[str] = None):
+         head: bool = False, index_url: Optional[str] = None, sha256: Optional[str] = None):
     """Loads a zoo model after verifying every file's sha256 against its model card.
 
     Args:
         name_or_path: a zoo name, an export folder, or a `.keras` file.
         format: "keras" -> trainable `keras.Model` (predict/fit), loaded with `safe_mode=True`;
-            "saved_model" -> `tf.saved_model.load` of the highest integer version (callable signatures);
+            "saved_model" -> `tf.saved_model.load` of the highest integer version (callable signatures),
+            after its graph passed `sslzoo.export.saved_model.check_saved_model`;
             "tflite" -> `sslzoo.export.litert_model.TFLiteModel` (`predict(images)`) when that module is
             installed, else an `ai_edge_litert` Interpreter.
         variant: TFLite variant: "float32" -> `encoder.tflite`, any other -> `encoder_<variant>.tflite`.
@@ -175,9 +184,15 @@ def load(name_or_path: str | os.PathLike, format: str = "keras", variant: str = 
             images -> class probabilities (`load_labels` gives the class names).
         index_url: remote index to use for a name not found locally or in the cache (default:
             `$SSLZOO_INDEX_URL`; unset -> no network access).
+        sha256: the expected sha256 (hex) of the export's `model_card.json`. The card lists every file's
+            hash, so pinning it pins the whole export: checked before any other file is read. Without
+            it, the hashes only catch accidental corruption (whoever can write the folder can rewrite
+            the card too); see docs/security.md.
     Raises:
         ModelNotFoundError: unknown name (the message lists local, cached and indexed names).
-        ArtifactIntegrityError: a file does not match its card or the index (nothing is cached).
+        ArtifactIntegrityError: a file does not match its card or the index (nothing is cached), or the
+            card does not match `sha256`.
+        UnsafeModelError / DisallowedOpsError: a Lambda layer, or a graph with file, print or Python ops.
         IndexUnreachableError / DownloadError: the configured index or a file could not be fetched.
     """
     if format not in FORMATS:
@@ -187,29 +202,31 @@ def load(name_or_path: str | os.PathLike, format: str = "keras", variant: str = 
                          f"{HEAD_FILE}")
     if variant != DEFAULT_VARIANT and format != "tflite":
         raise ValueError(f"variant={variant!r} applies to format='tflite' only; {format} is float32")
+    sha256 = check_sha256_pin(sha256)
     location = resolve(name_or_path, index_url=index_url)
     if location.is_file():  # a bare .keras file
         if format != "keras" or head:
             raise ValueError(f"'{location}' is a .keras file; format='{format}'"
                              f"{' with head=True' if head else ''} needs an export folder")
-        _verify_enclosing_export(location)
+        _verify_enclosing_export(location, sha256)
         return _load_keras(location)
-    card = _verify_export(location)
+    card = _verify_export(location, sha256)
     if format == "keras":
         if head:
             return _load_with_head(location, card)
         return _load_keras(location / KERAS_FILE)
     if format == "saved_model":
-        import tensorflow as tf
+        from sslzoo.export.saved_model import load_saved_model
 
-        return tf.saved_model.load(str(saved_model_version_dir(location)))
+        return load_saved_model(saved_model_version_dir(location))
     return _load_tflite(location, card, variant)
 
 
-def _verify_export(location: Path) -> dict:
-    """verify_files, with a how-to-fix hint when the broken export is a download-cache entry."""
+def _verify_export(location: Path, sha256: Optional[str] = None) -> dict:
+    """verify_files (against a card matching `sha256` when pinned), with a how-to-fix hint when the broken
+    export is a download-cache entry."""
     try:
-        return verify_files(location)
+        return verify_files(location, read_card(location, sha256=sha256))
     except ArtifactIntegrityError as error:
         if not _is_cache_entry(location):
             raise
@@ -282,13 +299,20 @@ def _load_with_head(location: Path, card: dict):
     return keras.Model(images, probabilities, name=f"{location.name}_classifier")
 
 
-def _verify_enclosing_export(keras_path: Path) -> None:
+def _verify_enclosing_export(keras_path: Path, sha256: Optional[str] = None) -> None:
     """A .keras inside an export folder is verified with that export's card; a loose one cannot be."""
     parent = keras_path.parent
-    if (parent / CARD_NAME).is_file() and keras_path.name in read_card(parent)["files"]:
-        verify_files(parent)
-    else:
-        logger.warning("%s has no model card beside it; its sha256 cannot be verified", keras_path)
+    if (parent / CARD_NAME).is_file():
+        card = read_card(parent, sha256=sha256)
+        if keras_path.name in card["files"]:
+            verify_files(parent, card)
+            return
+    if sha256 is not None:
+        raise ArtifactIntegrityError(
+            f"sha256= pins an export's {CARD_NAME}, and '{keras_path}' is not listed in one; load the "
+            "export folder instead, or compare the file's own sha256 yourself"
+        )
+    logger.warning("%s has no model card beside it; its sha256 cannot be verified", keras_path)
 
 
 def saved_model_version_dir(export_dir: Path) -> Path:
@@ -314,15 +338,35 @@ def _layer_name(node: dict) -> str:
     return str(config.get("name", "?")) if isinstance(config, dict) else "?"
 
 
+def _read_config(archive: zipfile.ZipFile, path: Path) -> bytes:
+    """The archive's config.json, refused past `MAX_KERAS_CONFIG_BYTES`: a zip bomb is never inflated."""
+    limit = MAX_KERAS_CONFIG_BYTES
+    fix = (f"a real model config is far smaller; if this one is genuine, raise "
+           f"sslzoo.zoo.loader.MAX_KERAS_CONFIG_BYTES ({limit} bytes)")
+    declared = archive.getinfo(KERAS_CONFIG).file_size
+    if declared > limit:
+        raise UnsafeModelError(f"refusing to load '{path}': its {KERAS_CONFIG} declares {declared} bytes "
+                               f"uncompressed; {fix}")
+    with archive.open(KERAS_CONFIG) as stream:
+        # At most limit + 1 bytes whatever the header declares, so a size field that lies cannot get past.
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeModelError(f"refusing to load '{path}': its {KERAS_CONFIG} inflates past {limit} bytes "
+                               f"(more than its header declares); {fix}")
+    return data
+
+
 def check_keras_archive(path: Path) -> None:
-    """Refuses a `.keras` whose config holds a Lambda layer, before Keras deserializes anything.
+    """Refuses a `.keras` whose config holds a Lambda layer (or is oversized), before Keras reads it.
 
     safe_mode already refuses a Lambda wrapping a Python `lambda`, but a Lambda wrapping a named function
     fails with an unrelated-looking TypeError; reading the config ourselves gives one clear reason.
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
+            config = json.loads(_read_config(archive, path))
+    except UnsafeModelError:
+        raise
     except (zipfile.BadZipFile, KeyError, ValueError) as error:
         raise UnsafeModelError(f"'{path}' is not a valid .keras archive: {error}") from error
     lambdas = [_layer_name(node) for node in _walk_json(config) if node.get("class_name") == "Lambda"]

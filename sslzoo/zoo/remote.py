@@ -3,7 +3,7 @@
 Nothing here contacts the network unless an index URL is configured: `SSLZOO_INDEX_URL` or
 `sslzoo.load(name, index_url=...)`. There is no default remote URL. Supported schemes: `https://`,
 `file://`, and `http://` for localhost only (the index carries the hashes, so it must not travel in the
-clear).
+clear). Redirects are followed to `https://` only.
 
 Index (`<base>/index.json`, written by `scripts/make_index.py`):
 ```
@@ -19,7 +19,9 @@ temporary folder inside the cache root (`.<name>.tmp-*`); each file is streamed 
 hashed while it streams, and renamed to its final name only when its size and sha256 match the index.
 The model folder is renamed into the cache only after every file matched the index and the whole folder
 verified against its model card. A flipped byte, a short read, a network error or a Ctrl-C removes the
-temporary folder, so the cache never holds a partial or unverified model.
+temporary folder, so the cache never holds a partial or unverified model. Only a download killed outright
+(SIGKILL, power loss) leaves its temporary behind; the next download or cache lookup removes temporaries
+untouched for a day (`remove_stale_temporaries`), never recent ones, which may be downloads in progress.
 Cache hits are re-verified against the model card on every load (`sslzoo.zoo.load`); a cache entry that
 fails is reported, never silently re-downloaded over (delete `<cache>/<name>` to fetch it again).
 """
@@ -32,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -40,7 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import Dict, List, Mapping, Optional
 
 from sslzoo.files import ExportExistsError, atomic_directory, sha256_file
-from sslzoo.export.card import CARD_NAME, ArtifactIntegrityError, card_field, verify_files
+from sslzoo.export.card import CARD_NAME, SHA256_HEX, ArtifactIntegrityError, card_field, verify_files
 from sslzoo.errors import DownloadError, IndexUnreachableError, ModelIndexError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
@@ -51,12 +54,13 @@ INDEX_FILE = "index.json"
 INDEX_FORMAT_VERSION = 1
 TIMEOUT_SECONDS = 60.0  # per blocking network operation (connect, each read), not per file
 MAX_INDEX_BYTES = 16 << 20
+STALE_TEMPORARY_SECONDS = 24 * 3600  # a download temporary untouched this long belongs to a killed process
 _CHUNK = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
-__all__ = ["cache_root", "index_url", "fetch_index", "download_model", "build_index", "ModelIndexError",
+__all__ = ["cache_root", "index_url", "fetch_index", "download_model", "build_index",
+           "remove_stale_temporaries", "ModelIndexError",
            "IndexUnreachableError", "DownloadError", "CACHE_HOME_ENV", "INDEX_URL_ENV"]
 
 
@@ -93,10 +97,23 @@ def _check_scheme(url: str) -> None:
                      "(http:// only from localhost)")
 
 
+class _HttpsRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to https://: urllib would also follow one to http://, where anyone on the
+    path could swap the index (and with it every hash) or the files."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme != "https":
+            fp.close()
+            raise DownloadError(f"refusing the redirect from {req.full_url} to {newurl}: sslzoo follows "
+                                f"redirects to https:// only; set {INDEX_URL_ENV} (or index_url=) to an index "
+                                "served, files included, over https:// with no such redirect")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _open(url: str, timeout: float):
     """The one place that opens a URL (tests monkeypatch it to simulate network failures)."""
     _check_scheme(url)
-    return urllib.request.urlopen(url, timeout=timeout)
+    return urllib.request.build_opener(_HttpsRedirectsOnly).open(url, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------- the index
@@ -115,7 +132,7 @@ def fetch_index(url: str, timeout: float = TIMEOUT_SECONDS) -> dict:
     try:
         with _open(index_file, timeout) as response:
             raw = response.read(MAX_INDEX_BYTES + 1)
-    except ValueError:
+    except (ValueError, DownloadError):  # a refused URL or redirect says so itself
         raise
     except (OSError, http.client.HTTPException) as error:  # URLError, HTTPError, timeouts, refused, DNS
         raise _unreachable(index_file, error) from error
@@ -160,7 +177,7 @@ def _checked_files(name: str, entry: Mapping) -> Dict[str, dict]:
     for relative, spec in files.items():
         _safe_parts(relative, name)
         if (not isinstance(spec, dict) or not isinstance(spec.get("sha256"), str)
-                or not _HEX64.match(spec["sha256"]) or not isinstance(spec.get("size"), int)
+                or not SHA256_HEX.match(spec["sha256"]) or not isinstance(spec.get("size"), int)
                 or isinstance(spec.get("size"), bool) or spec["size"] < 0):
             raise ModelIndexError(f"index entry '{name}' file {relative!r} needs a sha256 (64 hex digits) "
                                   "and an integer size")
@@ -194,7 +211,7 @@ def _download_file(url: str, target: Path, relative: str, expected_sha: str, exp
                     size += len(chunk)
                     if size > expected_size:
                         break
-        except ValueError:
+        except (ValueError, DownloadError):  # a refused URL or redirect: not worth a retry
             raise
         except (OSError, http.client.HTTPException) as error:
             raise DownloadError(f"download of '{relative}' from {url} failed after {size} of {expected_size} "
@@ -212,6 +229,50 @@ def _download_file(url: str, target: Path, relative: str, expected_sha: str, exp
             part.unlink()
 
 
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time in a tree: a live download keeps writing its `.part` file."""
+    newest = path.lstat().st_mtime
+    for directory, folders, files in os.walk(path):
+        for entry in folders + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(directory, entry)).st_mtime)
+            except FileNotFoundError:  # renamed or removed while we looked
+                pass
+    return newest
+
+
+def remove_stale_temporaries(cache: Optional[Path] = None,
+                             max_age: float = STALE_TEMPORARY_SECONDS) -> List[Path]:
+    """Removes the cache's `.<name>.tmp-*` leftovers untouched for `max_age` seconds; returns them.
+
+    A download cleans up after itself, except when it is killed outright (SIGKILL, power loss). A recent
+    temporary may be another process's download in progress, so only old ones go.
+    """
+    cache = cache_root() if cache is None else Path(cache)
+    if not cache.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for entry in sorted(cache.iterdir()):
+        if not (entry.name.startswith(".") and ".tmp-" in entry.name):
+            continue
+        try:
+            if now - _newest_mtime(entry) < max_age:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # another process removed or published it meanwhile
+            continue
+        except OSError as error:
+            logger.warning("could not remove the stale download temporary %s: %s", entry, error)
+            continue
+        logger.info("removed %s, left by a download that was killed", entry)
+        removed.append(entry)
+    return removed
+
+
 def download_model(name: str, entry: Mapping, base_url: str, *, cache: Optional[Path] = None,
                    timeout: float = TIMEOUT_SECONDS) -> Path:
     """Downloads one index entry into `<cache>/<name>` atomically and verified; returns that folder.
@@ -223,6 +284,7 @@ def download_model(name: str, entry: Mapping, base_url: str, *, cache: Optional[
     check_name(name)
     files = _checked_files(name, entry)
     cache = cache_root() if cache is None else Path(cache)
+    remove_stale_temporaries(cache)
     final = cache / name
     total = sum(spec["size"] for spec in files.values())
     logger.info("downloading %s (%d files, %.1f MB) from %s into %s", name, len(files), total / 1e6,
