@@ -169,13 +169,16 @@ def _jitter_image(args):
     return image[0]
 
 
-@tf.function(jit_compile=True)
-def _jitter_compiled(images, order, factors):
-    # One image at a time in a compiled loop: each image runs only the op its order names at each step
-    # (4 ops per image, not 16), on an image that stays in cache; XLA fuses each op's elementwise chain.
-    # On this 2-core CPU it is 3.4x the whole-batch version (dynamic_partition per step), same values to
-    # 1e-5. The random draws stay outside: XLA's stateless RNG gives other numbers than TF's kernels.
+def _jitter_each(images, order, factors):
+    # One image at a time in a loop (compiled by its callers): each image runs only the op its order names
+    # at each step (4 ops per image, not 16), on an image that stays in cache; XLA fuses each op's
+    # elementwise chain. On this 2-core CPU it is 3.4x the whole-batch version (dynamic_partition per
+    # step), same values to 1e-5. The random draws stay outside: XLA's stateless RNG gives other numbers
+    # than TF's kernels.
     return tf.map_fn(_jitter_image, (images, order, factors), fn_output_signature=images.dtype)
+
+
+_jitter_compiled = tf.function(_jitter_each, jit_compile=True)
 
 
 def jitter_draws(batch, seed: tf.Tensor, strength: float, apply=None):
@@ -330,7 +333,7 @@ def _view_compiled(images, boxes, order, factors, gray, jitter: bool):
     # 2.8x slower) than TF's oneDNN kernel.
     images = _bilinear_crops(images, boxes)
     if jitter:
-        images = tf.map_fn(_jitter_image, (images, order, factors), fn_output_signature=images.dtype)
+        images = _jitter_each(images, order, factors)
     images = tf.where(_per_image(gray), tf.broadcast_to(_grayscale(images), tf.shape(images)), images)
     return tf.clip_by_value(images, 0.0, 1.0)
 

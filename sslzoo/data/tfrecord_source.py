@@ -81,9 +81,9 @@ def load_tfrecord(cfg) -> DataSplits:
         return np.stack([pixels[int(p)] for p in positions]) if len(positions) else \
             np.zeros([0, size, size, 3], np.uint8)
 
-    reader = RecordReader(str(cfg.path), {paths[p]: shard_of[p] for p in train_ok})
+    reader = None if in_memory else RecordReader(str(cfg.path), {paths[p]: shard_of[p] for p in train_ok})
     train = ImageSet(stack(train_ok) if in_memory else None, labels_array[train_ok],
-                     [paths[p] for p in train_ok], size, reader=None if in_memory else reader)
+                     [paths[p] for p in train_ok], size, reader=reader)
     stats = make_stats("tfrecord", len(used), bad_paths)
     stats["bad_reasons"] = [f"{paths[p]}: {bad[p]}" for p in sorted(bad) if in_split[p]][:10]
     return DataSplits(train, ImageSet(stack(val_ok), labels_array[val_ok], [paths[p] for p in val_ok], size),
