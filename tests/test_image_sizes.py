@@ -50,6 +50,8 @@ SMALL = {
     "splitbrain": {"head_width": 16},
     "simclr": {"projection_dim": 16},
     "moco": {"queue_size": 64, "shuffle_bn_groups": 4, "hidden_dim": 32},
+    "byol": {"projection_dim": 16, "hidden_dim": 32},
+    "simsiam": {"projection_dim": 16, "predictor_hidden": 8},
 }
 RESNET18_IMAGENET = EncoderConfig(name="resnet18", options={"stem": "imagenet", "width": 0.25})
 
@@ -157,7 +159,7 @@ def _check_geometry(name, method, batch, size):
         assert method.head.output_shape[1:3] == (size // 4, size // 4)
     elif name == "splitbrain":
         assert method.ab_head.output_shape[1:3] == (size // 4, size // 4)
-    else:  # simclr, moco: views are whole images; their crops and blur are fractions of the side already
+    else:  # simclr, moco, byol, simsiam: views are whole images; their crops and blur are fractions of the side already
         assert batch["view_1"].shape == (b, size, size, 3)
 
 

@@ -183,6 +183,7 @@ def start_training(config: Config, run_dir: Path, strategy, steps: int, train_im
         optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
         method.compile(optimizer=optimizer, jit_compile=config.trainer.jit_compile)
         optimizer.build(method.trainable_variables)
+        method.set_run_length(steps * epochs)  # before fit traces the train step
         state = RunState(method, optimizer, run_dir / "checkpoints")
         method.prepare(train_images, run_dir)
     if not (run_dir / INIT_WEIGHTS).exists():
