@@ -90,3 +90,20 @@ def mosaic(tiles: Sequence[Optional[np.ndarray]], columns: int = 3, gap: int = 1
         top, left = r * (size + gap), c * (size + gap)
         canvas[top:top + size, left:left + size] = _displayable(tile)
     return canvas
+
+
+def save_view_pairs(path: str | Path, data, count: int, scores: Sequence[float], score_name: str,
+                    title: str) -> str:
+    """The joint-embedding methods' picture: a row of source images, their view 1 and view 2 (from a
+    batch of the method's `augment`), view 2 captioned with `score_name` and the pair's score."""
+    rows = [("image", np.asarray(data["images"][:count])), ("view 1", np.asarray(data["view_1"][:count])),
+            ("view 2", np.asarray(data["view_2"][:count]))]
+    captions = [[""] * count, [""] * count, [f"{score_name} {s:.2f}" for s in scores]]
+    return save_image_grid(path, rows, captions=captions, title=title)
+
+
+def pair_cosines(a, b) -> np.ndarray:
+    """[N] cosine of each row of `a` with the same row of `b` (float32)."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    return np.sum(a * b, -1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)

@@ -53,10 +53,14 @@ def first_batch(method, splits, batch_size=16):
     return next(iter(dataset))
 
 
-def check_method_contract(method_name: str, options: dict, tmp_path, image_size: int = 32) -> None:
-    """Fit step, pretext pictures, config round trip, .keras save/load, SavedModel and TFLite parity."""
+def check_method_contract(method_name: str, options: dict, tmp_path, image_size: int = 32, **sections) -> None:
+    """Fit step, pretext pictures, config round trip, .keras save/load, SavedModel and TFLite parity.
+
+    `sections` update the tiny config's sections (e.g. `optimizer={"learning_rate": 1e-3}` for a loss whose
+    plain-SGD step at 0.05 would blow the features up to thousands, where parity is judged in absolute terms).
+    """
     keras.utils.set_random_seed(0)
-    config = tiny_config(method_name, options, image_size=image_size)
+    config = tiny_config(method_name, options, image_size=image_size, **sections)
     splits = load_splits(config.data)
     encoder, method = build_models(config, num_classes=len(splits.class_names))
     optimizer = build_optimizer(config.optimizer, steps_per_epoch=1, epochs=1)
@@ -132,3 +136,12 @@ def train_on_cifar(run: Path, config: str, *overrides: str) -> dict:
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((run / "metrics.json").read_text())
+
+
+def assert_beats_random_init(metrics: dict, knn_margin: float, linear_margin: float) -> None:
+    """The learning criterion: on the 1,000-image validation split, the trained encoder's kNN and linear
+    top-1 beat the same run's random-init encoder by the margins (points)."""
+    baseline = metrics["random_init"]
+    assert metrics["data"]["num_val"] == 1000 and metrics["data"]["bad_images"] == 0, metrics["data"]
+    assert metrics["knn_top1"] >= baseline["knn_top1"] + knn_margin, (metrics["knn_top1"], baseline)
+    assert metrics["linear_top1"] >= baseline["linear_top1"] + linear_margin, (metrics["linear_top1"], baseline)

@@ -1,6 +1,6 @@
 """BYOL: the method contract, the target's EMA rule after real steps (cosine schedule, against NumPy), no
-gradient into the target, and the asymmetric views (blur 1.0 / 0.1, solarization only in view 2).
-No learning test on CIFAR yet (it needs seeds and CPU time)."""
+gradient into the target, and the asymmetric views (blur 1.0 / 0.1, solarization only in view 2),
+and learning on CIFAR-10."""
 
 import csv
 import math
@@ -14,9 +14,10 @@ from sslzoo.augment.ops import solarize, split_seed
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError
 from sslzoo.methods import build_method
-from sslzoo.methods.byol import BYOLOptions, byol_views
+from sslzoo.augment.views import asymmetric_views
+from sslzoo.methods.byol import BYOLOptions
 from sslzoo.training.trainer import train_run
-from tests.harness import check_method_contract, tiny_config
+from tests.harness import assert_beats_random_init, check_method_contract, tiny_config, train_on_cifar
 
 SEED = tf.constant([3, 7], tf.int32)
 TINY = {"projection_dim": 16, "hidden_dim": 32}
@@ -130,13 +131,13 @@ PLAIN = dict(crop_scale=(1.0, 1.0), flip=False, color_probability=0.0, grayscale
 
 def test_solarization_only_in_the_second_view():
     images = _images(batch=4)
-    view_1, view_2 = byol_views(images, SEED, BYOLOptions(**PLAIN, solarize_probability_2=1.0))
+    view_1, view_2 = asymmetric_views(images, SEED, BYOLOptions(**PLAIN, solarize_probability_2=1.0))
     np.testing.assert_allclose(view_1.numpy(), images, atol=1e-6)
     np.testing.assert_allclose(view_2.numpy(), solarize(images, tf.ones([4], tf.bool)).numpy(), atol=1e-6)
     # The paper's probabilities (0 / 0.2): view 1 never, view 2 about one image in five, and exactly
     # where the mask drawn from view 2's own seed says so.
     images = _images(batch=400, size=8)
-    view_1, view_2 = byol_views(images, SEED, BYOLOptions(**PLAIN))
+    view_1, view_2 = asymmetric_views(images, SEED, BYOLOptions(**PLAIN))
     np.testing.assert_allclose(view_1.numpy(), images, atol=1e-6)
     changed = np.array([not np.allclose(a, b, atol=1e-6) for a, b in zip(view_2.numpy(), images)])
     assert 0.12 < changed.mean() < 0.28
@@ -148,8 +149,8 @@ def test_solarization_only_in_the_second_view():
 def test_blur_probabilities_differ_between_the_views():
     # At 32 px the blur kernel rule (10% of the side) gives 3 taps.
     images = _images(batch=200)
-    sharp = byol_views(images, SEED, BYOLOptions(blur_probability=0.0, blur_probability_2=0.0, solarize_probability_2=0.0))
-    blurred = byol_views(images, SEED, BYOLOptions(solarize_probability_2=0.0))  # the defaults: 1.0 / 0.1
+    sharp = asymmetric_views(images, SEED, BYOLOptions(blur_probability=0.0, blur_probability_2=0.0, solarize_probability_2=0.0))
+    blurred = asymmetric_views(images, SEED, BYOLOptions(solarize_probability_2=0.0))  # the defaults: 1.0 / 0.1
     differs = [np.array([not np.allclose(a, b, atol=1e-6) for a, b in zip(x.numpy(), y.numpy())])
                for x, y in zip(sharp, blurred)]
     # sigma ~ U(0.1, 2.0): near 0.1 a 3-tap kernel leaves the image as it was (weights e^-50 off-centre).
@@ -179,3 +180,15 @@ def test_the_trainer_tells_byol_the_runs_length(tmp_path):
         logged = [float(row["target_momentum"]) for row in csv.DictReader(handle)]
     tau = [1 - 0.1 * (math.cos(math.pi * k / 4) + 1) / 2 for k in range(4)]
     np.testing.assert_allclose(logged, [(tau[0] + tau[1]) / 2, (tau[2] + tau[3]) / 2], atol=1e-5)
+
+
+# Margins: about half the smallest gain of seeds 1-3 (trainer.seed), measured before this test's seed-0 run:
+# MEASURED_byol
+KNN_MARGIN, LINEAR_MARGIN = None, None
+
+
+def test_byol_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):
+    """BYOL, the zoo config on 10,000 CIFAR-10 images (9,000 train / 1,000 validation) for 4 epochs."""
+    metrics = train_on_cifar(tmp_path / "run", "zoo_configs/byol_convnet_small_cifar10.yaml",
+                             "data.max_examples=10000", "trainer.epochs=4")
+    assert_beats_random_init(metrics, KNN_MARGIN, LINEAR_MARGIN)

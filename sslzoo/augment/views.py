@@ -20,7 +20,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import tensorflow as tf
 
-from sslzoo.augment.ops import split_seed
+from sslzoo.augment.ops import solarize, split_seed
 from sslzoo.config import option
 from sslzoo.errors import ConfigError
 
@@ -349,3 +349,40 @@ def two_views(images: tf.Tensor, seed: tf.Tensor, **kwargs) -> Tuple[tf.Tensor, 
     """Two independently augmented views of every image (same options, independent seeds)."""
     seed_1, seed_2 = split_seed(seed, 2)
     return simclr_view(images, seed_1, **kwargs), simclr_view(images, seed_2, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class AsymmetricViewOptions(ViewOptions):
+    """BYOL's two asymmetric views (Grill et al. 2020, Table 6), which Barlow Twins and VICReg reuse.
+
+    The inherited options apply to both views, except blur and solarization, drawn with a different
+    probability per view: `blur_probability` / `solarize_probability` are the first view's,
+    `blur_probability_2` / `solarize_probability_2` the second's. Colour strength 0.5 gives brightness,
+    contrast, saturation, hue 0.4, 0.4, 0.4, 0.1 (the paper's saturation is 0.2).
+    """
+
+    blur_probability: float = option(
+        1.0, "first view's chance of a Gaussian blur (BYOL: 1.0; kernel 10% of the side: 3 taps at 32 px)",
+        ge=0.0, le=1.0)
+    blur_probability_2: float = option(0.1, "second view's chance of a Gaussian blur (BYOL: 0.1)", ge=0.0, le=1.0)
+    solarize_probability: float = option(0.0, "first view's chance of solarization (BYOL: 0.0)", ge=0.0, le=1.0)
+    solarize_probability_2: float = option(0.2, "second view's chance of solarization (BYOL: 0.2)",
+                                           ge=0.0, le=1.0)
+    solarize_threshold: float = option(0.5, "pixels >= this are inverted (PIL's 128 of 255)", ge=0.0, le=1.0)
+
+
+def asymmetric_views(images: tf.Tensor, seed: tf.Tensor, options: AsymmetricViewOptions
+                     ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """BYOL's two views: `simclr_view` with each view's blur probability, then solarization drawn per
+    image from the view's own seed (solarization comes last, as in BYOL's pipeline)."""
+    views = []
+    probabilities = ((options.blur_probability, options.solarize_probability),
+                     (options.blur_probability_2, options.solarize_probability_2))
+    for view_seed, (blur, solar) in zip(split_seed(seed, 2), probabilities):
+        crop_seed, solarize_seed = split_seed(view_seed, 2)
+        view = simclr_view(images, crop_seed, **{**options.as_kwargs(), "blur_probability": blur})
+        if solar > 0:
+            apply = tf.random.stateless_uniform([tf.shape(view)[0]], seed=solarize_seed) < solar
+            view = solarize(view, apply, options.solarize_threshold)
+        views.append(view)
+    return views[0], views[1]

@@ -71,6 +71,16 @@ def _global(z: tf.Tensor, cross_replica: bool) -> tf.Tensor:
     return all_gather_batch(z) if cross_replica else z
 
 
+def cross_correlation(z1: tf.Tensor, z2: tf.Tensor, eps: float = 1e-5) -> tf.Tensor:
+    """Barlow Twins' C [D, D] = z1n^T z2n / N: each batch of embeddings [N, D] standardised per dimension
+    over its rows ((z - mean) / sqrt(biased variance + eps), BatchNorm1d(affine=False) in training mode)."""
+    def standardize(z):
+        mean, variance = tf.nn.moments(_float32(z), axes=[0])
+        return (_float32(z) - mean) * tf.math.rsqrt(variance + eps)
+
+    return tf.matmul(standardize(z1), standardize(z2), transpose_a=True) / tf.cast(tf.shape(z1)[0], tf.float32)
+
+
 def barlow_twins_loss(
     z1: tf.Tensor, z2: tf.Tensor, lambd: float = 0.0051, *, eps: float = 1e-5, cross_replica: bool = True
 ) -> tf.Tensor:
@@ -94,14 +104,7 @@ def barlow_twins_loss(
     Reference: Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via Redundancy
     Reduction", ICML 2021 (Eq. 1-2, Algorithm 1; the official main.py).
     """
-    z1, z2 = _global(z1, cross_replica), _global(z2, cross_replica)
-
-    def standardize(z):
-        mean, variance = tf.nn.moments(z, axes=[0])
-        return (z - mean) * tf.math.rsqrt(variance + eps)
-
-    batch = tf.cast(tf.shape(z1)[0], tf.float32)
-    c = tf.matmul(standardize(z1), standardize(z2), transpose_a=True) / batch
+    c = cross_correlation(_global(z1, cross_replica), _global(z2, cross_replica), eps)
     on_diagonal = tf.reduce_sum(tf.square(1.0 - tf.linalg.diag_part(c)))
     return on_diagonal + lambd * _off_diagonal_square_sum(c)
 

@@ -7,28 +7,22 @@ from pathlib import Path
 from typing import List, Tuple
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from sslzoo.augment.ops import solarize, split_seed
-from sslzoo.augment.views import ViewOptions, simclr_view
+from sslzoo.augment.views import AsymmetricViewOptions, asymmetric_views
 from sslzoo.config import option
 from sslzoo.heads import mlp_head
 from sslzoo.layers import ema
 from sslzoo.losses import byol_loss
 from sslzoo.methods.base import SSLMethod
-from sslzoo.pictures import save_image_grid
+from sslzoo.pictures import pair_cosines, save_view_pairs
 from sslzoo.registry import register_method
 
 
 @dataclasses.dataclass(frozen=True)
-class BYOLOptions(ViewOptions):
-    """BYOL's hyperparameters and its asymmetric view augmentation (paper, appendix B, Table 6).
-
-    The view options inherited from `ViewOptions` apply to both views, except blur and solarization,
-    which BYOL draws with a different probability per view: `blur_probability` / `solarize_probability`
-    are the first view's, `blur_probability_2` / `solarize_probability_2` the second's.
-    """
+class BYOLOptions(AsymmetricViewOptions):
+    """BYOL's hyperparameters; its asymmetric views (paper, appendix B, Table 6) come from
+    `AsymmetricViewOptions`: blur 1.0 / 0.1, solarization 0.0 / 0.2 for the two views."""
 
     # 0.996 is the paper's for ImageNet at 1000 epochs (300 epochs: 0.99). A short CIFAR-scale run has
     # few steps, so a target with m 0.996 (a horizon of ~250 steps) would barely follow the online network
@@ -42,19 +36,6 @@ class BYOLOptions(ViewOptions):
     hidden_dim: int = option(0, "hidden width of projector and predictor (0 = twice the encoder's feature width; "
                                 "the paper: 4096 for 2048 features)", ge=0)
     projection_dim: int = option(256, "output width of projector and predictor (the paper: 256)", ge=1)
-    # Augmentation (Table 6): crop 0.08-1, flip, jitter p 0.8 with brightness 0.4, contrast 0.4,
-    # saturation 0.2, hue 0.1 (colour strength 0.5 gives 0.4/0.4/0.4/0.1: saturation 0.4, not 0.2),
-    # grayscale p 0.2, blur p 1.0 / 0.1, solarize p 0.0 / 0.2.
-    blur_probability: float = option(
-        1.0, "first view's chance of a Gaussian blur (the paper: 1.0; kernel 10% of the side: 3 taps at "
-             "32 px)", ge=0.0, le=1.0)
-    blur_probability_2: float = option(0.1, "second view's chance of a Gaussian blur (the paper: 0.1)",
-                                       ge=0.0, le=1.0)
-    solarize_probability: float = option(0.0, "first view's chance of solarization (the paper: 0.0)",
-                                         ge=0.0, le=1.0)
-    solarize_probability_2: float = option(0.2, "second view's chance of solarization (the paper: 0.2)",
-                                           ge=0.0, le=1.0)
-    solarize_threshold: float = option(0.5, "pixels >= this are inverted (PIL's 128 of 255)", ge=0.0, le=1.0)
 
 
 @register_method("byol")
@@ -94,7 +75,7 @@ class BYOL(SSLMethod):
 
     # --- views ----------------------------------------------------------------------------------------
     def augment(self, images, labels, seed):
-        view_1, view_2 = byol_views(images, seed, self.options)
+        view_1, view_2 = asymmetric_views(images, seed, self.options)
         return {"images": images, "view_1": view_1, "view_2": view_2, "labels": labels}
 
     # --- networks and loss ----------------------------------------------------------------------------
@@ -159,29 +140,8 @@ class BYOL(SSLMethod):
         sample = {key: data[key][:count] for key in ("view_1", "view_2")}
         _, target_2 = self.compute_targets(sample, training=False)
         _, prediction_1 = self.online(sample["view_1"], training=False)
-        cosine = tf.reduce_sum(tf.math.l2_normalize(tf.cast(prediction_1, tf.float32), -1)
-                               * tf.math.l2_normalize(tf.cast(target_2, tf.float32), -1), -1).numpy()
-        rows = [("image", np.asarray(data["images"][:count])), ("view 1", np.asarray(sample["view_1"])),
-                ("view 2", np.asarray(sample["view_2"]))]
-        captions = [[""] * count, [""] * count, [f"cos {c:.2f}" for c in cosine]]
         name = "byol_views.png"
-        save_image_grid(Path(run_dir) / name, rows, captions=captions,
-                        title="BYOL: cosine of view 1's online prediction and view 2's target projection")
+        save_view_pairs(Path(run_dir) / name, data, count, pair_cosines(prediction_1, target_2), "cos",
+                        "BYOL: cosine of view 1's online prediction and view 2's target projection")
         return [name]
 
-
-def byol_views(images: tf.Tensor, seed: tf.Tensor, options: BYOLOptions) -> Tuple[tf.Tensor, tf.Tensor]:
-    """BYOL's two asymmetric views: `simclr_view` with each view's blur probability, then solarization
-    drawn per image from the view's own seed (solarization comes last, as in the paper's pipeline)."""
-    views = []
-    probabilities = ((options.blur_probability, options.solarize_probability),
-                     (options.blur_probability_2, options.solarize_probability_2))
-    for view_seed, (blur, solar) in zip(split_seed(seed, 2), probabilities):
-        crop_seed, solarize_seed = split_seed(view_seed, 2)
-        kwargs = {**options.as_kwargs(), "blur_probability": blur}
-        view = simclr_view(images, crop_seed, **kwargs)
-        if solar > 0:
-            apply = tf.random.stateless_uniform([tf.shape(view)[0]], seed=solarize_seed) < solar
-            view = solarize(view, apply, options.solarize_threshold)
-        views.append(view)
-    return views[0], views[1]

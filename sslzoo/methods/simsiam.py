@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import List
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from sslzoo.augment.views import ViewOptions, two_views
@@ -15,23 +14,24 @@ from sslzoo.config import option
 from sslzoo.heads import mlp_head
 from sslzoo.losses import simsiam_loss
 from sslzoo.methods.base import SSLMethod
-from sslzoo.pictures import save_image_grid
+from sslzoo.optimizers import with_constant_learning_rate
+from sslzoo.pictures import pair_cosines, save_view_pairs
 from sslzoo.registry import register_method
 
 
 @dataclasses.dataclass(frozen=True)
 class SimSiamOptions(ViewOptions):
-    """SimSiam's hyperparameters and its view augmentation (the paper's, = MoCo v2's).
-
-    Not implemented: the paper keeps the predictor's learning rate fixed (not decayed); the optimizer
-    takes one schedule for every variable, so here the predictor follows the run's schedule too.
-    """
+    """SimSiam's hyperparameters and its view augmentation (the paper's, = MoCo v2's)."""
 
     # The paper: 3 layers on ImageNet, 2 on CIFAR (appendix D); BN on every layer including the output.
     projection_layers: int = option(2, "fc layers of the projector (the paper: 3 ImageNet, 2 CIFAR)", ge=1)
     projection_dim: int = option(2048, "width of the projector's hidden and output layers (the paper: 2048)", ge=1)
     # Bottleneck: 512 for 2048 (a quarter).
     predictor_hidden: int = option(512, "hidden width of the predictor (the paper: 512 for 2048)", ge=1)
+    # Section 4.1: "if h is fixed ... with lr decay ... 66.7 vs 67.7"; the official code sets `fix_lr` on
+    # the predictor's parameter group.
+    fixed_predictor_lr: bool = option(True, "the predictor keeps the base learning rate while everything "
+                                            "else follows the schedule (the paper's default)")
     stop_gradient: bool = option(True, "stop-gradient on the other view's projection; False only to show "
                                        "the collapse (paper Figure 2)")
     # Augmentation (the official main_simsiam.py): crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1) p 0.8 (= colour
@@ -67,6 +67,37 @@ class SimSiam(SSLMethod):
         predictor = mlp_head(width, [options.predictor_hidden], width, name="predictor")
         return {"projector": projector, "predictor": predictor}
 
+    def compile(self, optimizer="rmsprop", **kwargs):
+        """Keras' compile; with `fixed_predictor_lr`, also a copy of the optimizer at the schedule's base
+        rate for the predictor (built now, under the caller's strategy scope, and held as an attribute so
+        the run's checkpoint carries its slots)."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.predictor_optimizer = None
+        if self.options.fixed_predictor_lr and isinstance(self.optimizer, keras.optimizers.Optimizer):
+            self.predictor_optimizer = with_constant_learning_rate(self.optimizer, "predictor_optimizer")
+            self.predictor_optimizer.build(self.predictor.trainable_variables)
+
+    def compile_from_config(self, config):
+        # Keras skips compile() when loading a .keras file of a class that overrides it; this is its
+        # documented remedy, the same steps as Keras' own.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, data):
+        if getattr(self, "predictor_optimizer", None) is None:
+            return super().train_step(data)
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)  # over every variable, as the trainer builds it
+        predictor = self.predictor.trainable_variables
+        own = {id(v) for v in predictor}
+        scheduled = [v for v in self.trainable_variables if id(v) not in own]
+        with tf.GradientTape(persistent=True) as tape:
+            loss, logs = self.compute_loss_and_logs(data, training=True)
+        self.apply_gradients(tape, loss, predictor, self.predictor_optimizer)
+        self.apply_gradients(tape, loss, scheduled)
+        return self.update_metrics(logs)
+
     def augment(self, images, labels, seed):
         view_1, view_2 = two_views(images, seed, **self.options.as_kwargs())
         return {"images": images, "view_1": view_1, "view_2": view_2, "labels": labels}
@@ -92,14 +123,9 @@ class SimSiam(SSLMethod):
         count = min(8, int(data["view_1"].shape[0]))
         _, _, p_1 = self.embed(data["view_1"][:count], training=False)
         _, z_2, _ = self.embed(data["view_2"][:count], training=False)
-        cosine = tf.reduce_sum(tf.math.l2_normalize(tf.cast(p_1, tf.float32), -1)
-                               * tf.math.l2_normalize(tf.cast(z_2, tf.float32), -1), -1).numpy()
-        rows = [("image", np.asarray(data["images"][:count])), ("view 1", np.asarray(data["view_1"][:count])),
-                ("view 2", np.asarray(data["view_2"][:count]))]
-        captions = [[""] * count, [""] * count, [f"cos {c:.2f}" for c in cosine]]
         name = "simsiam_views.png"
-        save_image_grid(Path(run_dir) / name, rows, captions=captions,
-                        title="SimSiam: cosine of view 1's prediction p1 and view 2's projection z2")
+        save_view_pairs(Path(run_dir) / name, data, count, pair_cosines(p_1, z_2), "cos",
+                        "SimSiam: cosine of view 1's prediction p1 and view 2's projection z2")
         return [name]
 
 

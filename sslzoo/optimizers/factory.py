@@ -7,7 +7,7 @@ import keras
 from sslzoo.config import OptimizerConfig
 from sslzoo.optimizers.coupled import CoupledAdam, CoupledSGD
 from sslzoo.optimizers.lars import LARS
-from sslzoo.optimizers.schedules import build_schedule
+from sslzoo.optimizers.schedules import base_learning_rate, build_schedule
 
 # adamw / lamb use Keras' decoupled decay, which matches on `variable.name` ("kernel", "bias", "gamma",
 # "beta"): leaving out biases and normalisation scales/offsets is the usual practice for both (BERT, LAMB).
@@ -59,3 +59,18 @@ def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> 
             skip_1d_variables=True,
         )
     raise ValueError(f"optimizer.name: unknown optimizer '{name}'; allowed: sgd, adam, adamw, lamb, lars")
+
+
+def with_constant_learning_rate(optimizer: keras.optimizers.Optimizer, name: str) -> keras.optimizers.Optimizer:
+    """A new, unbuilt optimizer of the same kind and settings whose learning rate stays at the base rate of
+    `optimizer`'s schedule (`base_learning_rate`): for parameters the paper keeps out of the decay
+    (SimSiam's predictor). A mixed_float16 `LossScaleOptimizer` is unwrapped and the copy wrapped again."""
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return keras.optimizers.LossScaleOptimizer(with_constant_learning_rate(inner, name), name=f"{name}_loss_scale")
+    config = optimizer.get_config()
+    config.update(learning_rate=base_learning_rate(config["learning_rate"]), name=name)
+    copy = type(optimizer).from_config(config)
+    if isinstance(copy, (keras.optimizers.AdamW, keras.optimizers.Lamb)):
+        copy.exclude_from_weight_decay(var_names=_NO_DECAY_NAMES)  # not part of get_config
+    return copy

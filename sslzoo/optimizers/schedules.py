@@ -161,3 +161,18 @@ def build_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> U
     else:
         raise ValueError(f"optimizer.schedule: unknown schedule '{cfg.schedule}'; allowed: cosine, piecewise, constant")
     return LinearWarmup(schedule, warmup_steps) if warmup_steps > 0 else schedule
+
+
+def base_learning_rate(learning_rate) -> float:
+    """The rate a schedule is built around: `base_lr` of a `WarmupCosine` (also inside a `LinearWarmup`),
+    the value of a constant, else the schedule's value at step 0. Accepts a schedule, its serialised
+    dict (`optimizer.get_config()["learning_rate"]`) or a number."""
+    if isinstance(learning_rate, dict):
+        learning_rate = keras.optimizers.schedules.deserialize(learning_rate)
+    if isinstance(learning_rate, WarmupCosine):
+        return learning_rate.base_lr
+    if isinstance(learning_rate, LinearWarmup):
+        return base_learning_rate(learning_rate.schedule)
+    if isinstance(learning_rate, Schedule):
+        return float(learning_rate(0))
+    return float(learning_rate)
