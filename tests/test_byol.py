@@ -182,9 +182,10 @@ def test_the_trainer_tells_byol_the_runs_length(tmp_path):
     np.testing.assert_allclose(logged, [(tau[0] + tau[1]) / 2, (tau[2] + tau[3]) / 2], atol=1e-5)
 
 
-# Margins: about half the smallest gain of seeds 1-3 (trainer.seed), measured before this test's seed-0 run:
-# MEASURED_byol
-KNN_MARGIN, LINEAR_MARGIN = None, None
+# Margins: half the smallest gain of seeds 1-3 (trainer.seed), rounded down; the test runs seed 0, the seed
+# the config's rate was chosen on (its header). Gains over random init, seeds 1 / 2 / 3:
+# kNN +4.4 / +6.5 / +3.2, linear +4.4 / +1.9 / +3.4 points.
+KNN_MARGIN, LINEAR_MARGIN = 1.6, 0.9
 
 
 def test_byol_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):

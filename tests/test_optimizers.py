@@ -232,3 +232,24 @@ def test_build_optimizer_lars_skips_1d_and_adamw_excludes_bias():
     adamw = build_optimizer(OptimizerConfig(name="adamw", weight_decay=0.05), 10, 2)
     layer = dense_layer()
     assert adamw._use_weight_decay(layer.kernel) and not adamw._use_weight_decay(layer.bias)
+
+
+@pytest.mark.parametrize("loss_scaled", [False, True])
+def test_a_constant_rate_copy_keeps_the_kind_and_settings_at_the_base_rate(loss_scaled):
+    from sslzoo.optimizers import with_constant_learning_rate
+    from sslzoo.optimizers.schedules import LinearWarmup, WarmupCosine
+
+    schedule = LinearWarmup(WarmupCosine(0.3, total_steps=100, final_lr=0.01), warmup_steps=10)
+    optimizer = LARS(learning_rate=schedule, momentum=0.8, weight_decay=1e-4)
+    if loss_scaled:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    copy = with_constant_learning_rate(optimizer, "fixed")
+    inner, original = (copy.inner_optimizer, optimizer.inner_optimizer) if loss_scaled else (copy, optimizer)
+    assert isinstance(copy, type(optimizer)) and isinstance(inner, LARS) and inner.name == "fixed"
+    settings = {k: v for k, v in original.get_config().items() if k not in ("learning_rate", "name")}
+    assert {k: v for k, v in inner.get_config().items() if k not in ("learning_rate", "name")} == settings
+    variable = keras.Variable(np.ones((3, 3), "float32"))
+    inner.build([variable])
+    for step in (0, 50, 99):
+        inner.iterations.assign(step)
+        assert float(inner.learning_rate) == pytest.approx(0.3)

@@ -28,8 +28,8 @@ class SimSiamOptions(ViewOptions):
     projection_dim: int = option(2048, "width of the projector's hidden and output layers (the paper: 2048)", ge=1)
     # Bottleneck: 512 for 2048 (a quarter).
     predictor_hidden: int = option(512, "hidden width of the predictor (the paper: 512 for 2048)", ge=1)
-    # Section 4.1: "if h is fixed ... with lr decay ... 66.7 vs 67.7"; the official code sets `fix_lr` on
-    # the predictor's parameter group.
+    # The paper (section 4.1, Table 1): the predictor does slightly better when its rate is not decayed,
+    # and that is its default; the official code marks the predictor's parameter group `fix_lr`.
     fixed_predictor_lr: bool = option(True, "the predictor keeps the base learning rate while everything "
                                             "else follows the schedule (the paper's default)")
     stop_gradient: bool = option(True, "stop-gradient on the other view's projection; False only to show "
