@@ -57,7 +57,8 @@ def check_method_contract(method_name: str, options: dict, tmp_path, image_size:
     """Fit step, pretext pictures, config round trip, .keras save/load, SavedModel and TFLite parity.
 
     `sections` update the tiny config's sections (e.g. `optimizer={"learning_rate": 1e-3}` for a loss whose
-    plain-SGD step at 0.05 would blow the features up to thousands, where parity is judged in absolute terms).
+    plain-SGD step at 0.05 would blow the features up to thousands, where parity is judged in absolute terms;
+    `encoder={"name": "vit_tiny", "options": {...}}` for another encoder than the quarter-width ConvNet).
     """
     keras.utils.set_random_seed(0)
     config = tiny_config(method_name, options, image_size=image_size, **sections)
@@ -104,7 +105,7 @@ def check_method_contract(method_name: str, options: dict, tmp_path, image_size:
     samples = splits.val.images[:32].astype("float32") / 255.0
     out = export_encoder(
         encoder, tmp_path / "export", image_size=image_size,
-        card={"method": method_name, "encoder": TINY_ENCODER["name"]}, sample_images=samples,
+        card={"method": method_name, "encoder": config.encoder.name}, sample_images=samples,
     )
     card = read_card(out)
     parity = card["parity"]

@@ -3,7 +3,8 @@
 Every encoder is a functional keras.Model of built-in layers only: input "images", a Normalization layer
 with the dataset's per-channel stats, a last spatial activation named "feature_map" and a global average
 pool named "features". Spatial features share the encoder's weights:
-`keras.Model(encoder.input, encoder.get_layer("feature_map").output)`.
+`keras.Model(encoder.input, encoder.get_layer("feature_map").output)`. The Vision Transformers
+(`vit_tiny`, `vit_small`) output their class token and have no "feature_map" (see sslzoo/backbones/vit.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import keras
 import numpy as np
 
 # Imported for their `@register_encoder` side effect.
-from sslzoo.backbones import convnet, nin, resnet  # noqa: F401
+from sslzoo.backbones import convnet, nin, resnet, vit  # noqa: F401
 from sslzoo.backbones.common import BN_MOMENTUM, CIFAR_MEAN, CIFAR_STD, FEATURE_MAP, FEATURES
 from sslzoo.backbones.nin import nin_blocks
 from sslzoo.config import ConfigError, coerce, type_name
@@ -65,12 +66,13 @@ def build_encoder(name: str, image_size: int = 32, **options) -> keras.Model:
     """Build a registered encoder.
 
     Args:
-        name: registered encoder name ("convnet_small", "nin", "resnet18", "resnet50", ...).
+        name: registered encoder name ("convnet_small", "nin", "resnet18", "resnet50", "vit_tiny", ...).
         image_size: S; the encoder takes float32 RGB `[N, S, S, 3]` in [0, 1].
         **options: the encoder's options (see `encoder_options(name)`).
 
     Returns:
-        keras.Model `images [N, S, S, 3] -> features [N, D]`, with a "feature_map" layer.
+        keras.Model `images [N, S, S, 3] -> features [N, D]`, with a "feature_map" layer (the ViTs:
+        a "tokens" layer instead).
 
     Raises:
         KeyError: unknown name (the message lists the registered ones).
@@ -97,9 +99,13 @@ def at_input_size(encoder: keras.Model, size: int, name: str | None = None) -> k
     """The same encoder (same layers, same weights) rebuilt on `[N, size, size, 3]` inputs.
 
     Patch-based pretext tasks train the encoder on patches smaller than the images it is evaluated and
-    exported on; every encoder here is fully convolutional up to global pooling, so one set of weights
-    serves both sizes.
+    exported on; the convolutional encoders are fully convolutional up to global pooling, so one set of
+    weights serves both sizes. A ViT is not: its position table is fixed by the input size (ValueError).
     """
+    if size != encoder.input_shape[1] and any(layer.name == vit.TOKENS for layer in encoder.layers):
+        raise ValueError(f"encoder '{encoder.name}' is a Vision Transformer: its position table fixes its input "
+                         f"size ({encoder.input_shape[1]} px), so it cannot run on {size} px patches; use a "
+                         "convolutional encoder (convnet_small, resnet18, ...) for this method")
     patches = keras.Input((size, size, 3), name=f"{name or encoder.name}_input")
     return keras.models.clone_model(encoder, input_tensors=patches, clone_function=lambda layer: layer)
 
