@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -86,12 +86,13 @@ def _sample_points(low, high, count: int, size: int):
     return tf.cast(lower, tf.int32), tf.cast(upper, tf.int32), points - lower
 
 
-def _bilinear_crops(images: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
-    """`tf.image.crop_and_resize(images, boxes, range(B), input size)` (bilinear; the boxes lie inside
-    the image) as row and column gathers that XLA fuses with what follows; same values to ~1e-5."""
+def _bilinear_crops(images: tf.Tensor, boxes: tf.Tensor, size=None) -> tf.Tensor:
+    """`tf.image.crop_and_resize(images, boxes, range(B), [size, size])` (bilinear; the boxes lie inside
+    the image; `size` None: the input size) as row and column gathers that XLA fuses with what follows;
+    same values to ~1e-5."""
     height, width = images.shape[1], images.shape[2]
-    top, bottom, y_weight = _sample_points(boxes[:, 0], boxes[:, 2], height, height)
-    left, right, x_weight = _sample_points(boxes[:, 1], boxes[:, 3], width, width)
+    top, bottom, y_weight = _sample_points(boxes[:, 0], boxes[:, 2], size or height, height)
+    left, right, x_weight = _sample_points(boxes[:, 1], boxes[:, 3], size or width, width)
     images = tf.cast(images, tf.float32)
 
     def columns(rows):
@@ -282,6 +283,7 @@ def simclr_view(
     grayscale_probability: float = 0.2,
     blur_probability: float = 0.0,
     flip: bool = True,
+    size: Optional[int] = None,
 ) -> tf.Tensor:
     """One SimCLR view of every image: crop -> flip -> colour jitter (p) -> grayscale (p) -> blur (p).
 
@@ -295,18 +297,21 @@ def simclr_view(
         blur_probability: chance of a Gaussian blur, kernel 10% of the side, sigma ~ U(0.1, 2.0) (paper:
             0.5 on ImageNet, 0 on CIFAR).
         flip: horizontal flips with p = 0.5.
+        size: side of the view in pixels (None: the input's S). A smaller side resamples the crop straight
+            to it (multi-crop's local crops), and the colour and blur work runs at that size.
     Returns:
-        float32 [B, S, S, 3] in [0, 1].
+        float32 [B, size, size, 3] in [0, 1].
     """
     crop_seed, jitter_seed, apply_seed, blur_seed = split_seed(seed, 4)
     images = tf.convert_to_tensor(images, tf.float32)
-    static_shape = images.shape
+    size = None if size is None or size == images.shape[1] else int(size)
+    static_shape = images.shape if size is None else tf.TensorShape([images.shape[0], size, size, images.shape[3]])
     batch = tf.shape(images)[0]
     boxes = crop_boxes_and_flips(batch, crop_seed, crop_scale, flip)
     draws = _uniform(apply_seed, [3, batch], 0.0, 1.0)
     jitter = color_probability > 0 and color_strength > 0
     order, factors = jitter_draws(batch, jitter_seed, color_strength, apply=draws[0] < color_probability)
-    images = _view_compiled(images, boxes, order, factors, draws[1] < grayscale_probability, jitter)
+    images = _view_compiled(images, boxes, order, factors, draws[1] < grayscale_probability, jitter, size)
     if blur_probability > 0:
         kernel_size = _blur_kernel_size(static_shape[1])
         if kernel_size > 1:
@@ -319,19 +324,19 @@ def simclr_view(
                     images, chosen, gaussian_blur(tf.gather_nd(images, chosen), sigma, kernel_size)),
                 lambda: images)
             images = tf.clip_by_value(images, 0.0, 1.0)
-    # The compiled functions lose static dimensions; the view has the input's shape.
+    # The compiled functions lose static dimensions; the view has the input's shape (or size x size).
     images.set_shape(static_shape)
     return images
 
 
 @tf.function(jit_compile=True)
-def _view_compiled(images, boxes, order, factors, gray, jitter: bool):
+def _view_compiled(images, boxes, order, factors, gray, jitter: bool, size=None):
     # Crop, jitter, grayscale and clip in one compiled function: the crop's gathers fuse with what follows,
     # the jitter runs image by image in cache, the rest is one pass. Decode + two views from 224-px JPEGs
     # at 128 px went from 372-389 to 1,175-1,222 images/s on a 2-core CPU. The blur stays outside: compiled,
     # its depthwise convolution made two blurred views ~15x slower (as shifted-slice sums, the blur alone
     # 2.8x slower) than TF's oneDNN kernel.
-    images = _bilinear_crops(images, boxes)
+    images = _bilinear_crops(images, boxes, size)
     if jitter:
         images = _jitter_each(images, order, factors)
     images = tf.where(_per_image(gray), tf.broadcast_to(_grayscale(images), tf.shape(images)), images)

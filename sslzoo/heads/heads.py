@@ -98,7 +98,9 @@ def dino_head(
     inputs = keras.Input((input_dim,), name=f"{name}_input")
     x = _mlp(inputs, [hidden_dim] * (num_layers - 1), bottleneck_dim, batch_norm, name, "gelu", False,
              keras.initializers.TruncatedNormal(stddev=0.02))
-    x = layers.UnitNormalization(axis=-1, name=f"{name}_l2")(x)
+    # float32 under mixed precision: the bottleneck starts out tiny (std-0.02 layers), and in float16 its
+    # sum of squares underflows to 0 (rsqrt -> inf, NaN logits at the first step).
+    x = layers.UnitNormalization(axis=-1, dtype="float32", name=f"{name}_l2")(x)
     outputs = WeightNormalizedDense(output_dim, trainable_norm=not norm_last_layer, name=f"{name}_last")(x)
     return keras.Model(inputs, outputs, name=name)
 

@@ -54,9 +54,11 @@ class SSLMethod(keras.Model):
     Options: ClassVar[type] = NoOptions
     parts: ClassVar[Tuple[str, ...]] = ()
     log_names: Sequence[str] = ()
-    # The run's optimizer steps (steps_per_epoch * epochs), told by the trainer through `set_run_length`
-    # before training; None when the method is trained outside the trainer (tests, bench).
+    # The run's optimizer steps (steps_per_epoch * epochs) and the steps of one epoch, told by the trainer
+    # through `set_run_length` before training; None when the method is trained outside the trainer
+    # (tests, bench).
     total_steps: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
 
     def __init__(self, encoder: keras.Model, options: Any = None, num_classes: int = 0,
                  name: Optional[str] = None, **parts):
@@ -101,11 +103,14 @@ class SSLMethod(keras.Model):
         """Creates state beyond the parts (queues, momentum copies, views of the encoder) from
         `self.options` and the parts; may set `self.log_names`. Default: nothing."""
 
-    def set_run_length(self, total_steps: int) -> None:
+    def set_run_length(self, total_steps: int, steps_per_epoch: Optional[int] = None) -> None:
         """Told by the trainer before `fit`: the run's total optimizer steps, the K of schedules a method
-        keeps itself (BYOL's momentum), as the optimizer's learning-rate schedule gets it. Called again on
-        every resume, so it need not be saved. Default: kept in `self.total_steps`."""
+        keeps itself (BYOL's momentum), as the optimizer's learning-rate schedule gets it, and the steps
+        of one epoch, for options a paper counts in epochs (DINO's last-layer freeze). Called again on
+        every resume, so it need not be saved. Default: kept in `self.total_steps` and
+        `self.steps_per_epoch`."""
         self.total_steps = int(total_steps)
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
 
     def compute_loss_and_logs(self, data: Mapping[str, tf.Tensor], training: bool) -> Tuple[tf.Tensor, dict]:
         """Returns (loss to minimise, {name: batch value}) for one batch from `augment`."""

@@ -165,7 +165,7 @@ def _sharded_by_file(data: TrainingData, workers: int) -> bool:
 
 def start_training(config: Config, run_dir: Path, strategy, steps: int, train_images: np.ndarray,
                    num_classes: int, check_method: Optional[Callable] = None):
-    """Builds the method under `strategy`, writes config.yaml, compiles, runs the method's `prepare`
+    """Builds the method under `strategy`, compiles, writes config.yaml, runs the method's `prepare`
     hook on `train_images`, keeps the initial encoder weights, restores the latest checkpoint.
 
     Returns (encoder, method, state, first_epoch). `check_method(method)` may refuse the method early
@@ -176,14 +176,16 @@ def start_training(config: Config, run_dir: Path, strategy, steps: int, train_im
         encoder, method = build_models(config, num_classes)
         if check_method is not None:
             check_method(method)
-        # Only now: a config refused while building must not leave a config.yaml that would refuse the
-        # corrected command as "a different config".
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
         method.compile(optimizer=optimizer, jit_compile=config.trainer.jit_compile)
         optimizer.build(method.trainable_variables)
-        method.set_run_length(steps * epochs)  # before fit traces the train step
+        # Before fit traces the train step. It may refuse an optimizer the method's options cannot work
+        # with (DINO's weight-decay schedule needs decoupled decay).
+        method.set_run_length(steps * epochs, steps_per_epoch=steps)
+        # Only now: a config refused while building or compiling must not leave a config.yaml that would
+        # refuse the corrected command as "a different config".
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         state = RunState(method, optimizer, run_dir / "checkpoints")
         method.prepare(train_images, run_dir)
     if not (run_dir / INIT_WEIGHTS).exists():
