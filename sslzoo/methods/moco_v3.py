@@ -166,9 +166,8 @@ class MoCoV3(SSLMethod):
     def momentum_at(self, step) -> tf.Tensor:
         """m at 0-based step k: 1 - (1 - base)(cos(pi k / K) + 1) / 2 (official `adjust_moco_momentum`,
         with k / K = the fractional epoch over the epochs), or base without a run length."""
-        if self.options.cosine_momentum and self.total_steps:
-            return ema.cosine_momentum(self.options.base_momentum, step, self.total_steps)
-        return tf.constant(self.options.base_momentum, tf.float32)
+        return ema.scheduled_momentum(self.options.base_momentum, step, self.total_steps,
+                                      self.options.cosine_momentum)
 
     def momentum_pairs(self):
         """(momentum variable, online variable) for every trainable parameter of encoder and projector."""
