@@ -236,6 +236,28 @@ def test_parity_miss_raises_and_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _features_scaled_by(factor):
+    """The tiny encoder with its features multiplied by `factor` (a built-in Rescaling layer)."""
+    encoder = tiny_encoder()
+    return keras.Model(encoder.input, keras.layers.Rescaling(factor)(encoder.output))
+
+
+def test_parity_is_judged_relative_to_the_features_magnitude(tmp_path, monkeypatch):
+    # Features in the hundreds (a Barlow Twins encoder's) differ by one float32 ulp, ~1.5e-5, between two
+    # correct graphs; the tolerance scales with the largest |feature| above 1, so such an export passes...
+    encoder = _features_scaled_by(1000.0)
+    scale = float(np.max(np.abs(encoder.predict(random_images(32), verbose=0))))
+    assert scale > 100
+    real = exporter_module.saved_model_features
+    monkeypatch.setattr(exporter_module, "saved_model_features", lambda *a, **k: real(*a, **k) + 0.5e-5 * scale)
+    export_encoder(encoder, tmp_path / "ok", image_size=SIZE, card=CARD)
+    # ...while a miss of 2x the relative tolerance still fails and writes nothing.
+    monkeypatch.setattr(exporter_module, "saved_model_features", lambda *a, **k: real(*a, **k) + 2e-5 * scale)
+    with pytest.raises(ExportParityError, match="largest magnitude"):
+        export_encoder(encoder, tmp_path / "miss", image_size=SIZE, card=CARD)
+    assert not (tmp_path / "miss").exists()
+
+
 class PrintingLayer(keras.layers.Layer):
     """An encoder layer with a planted tf.print: must never reach an export."""
 

@@ -5,7 +5,7 @@ registered layer that loads under `safe_mode`)."""
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
 import keras
 from keras import layers
@@ -22,6 +22,7 @@ def mlp_head(
     activation: Literal["relu", "gelu"] = "relu",
     last_batch_norm: bool = False,
     kernel_initializer="glorot_uniform",
+    output_bias: Optional[bool] = None,
 ) -> keras.Model:
     """An MLP: (Dense -> [BN] -> activation) per hidden width, then a linear output layer [-> BN].
 
@@ -37,24 +38,29 @@ def mlp_head(
             official code ends in `nn.BatchNorm1d(dim, affine=False)` (the paper says only "BN applied to
             each fc layer, including its output fc").
         kernel_initializer: of every Dense (DINO's head: truncated normal, std 0.02).
+        output_bias: a bias on the output Dense; None = only without `last_batch_norm`. False for MoCo v3's
+            predictor, whose official `_build_mlp` makes every Linear bias-free, also the last one without BN.
     Reference: Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021 (section 3, "Baseline
     settings", and the official builder.py); Caron et al., "Emerging Properties in Self-Supervised Vision Transformers",
     ICCV 2021 (the official `DINOHead`).
     """
     inputs = keras.Input((input_dim,), name=f"{name}_input")
     outputs = _mlp(inputs, hidden_dims, output_dim, batch_norm, name, activation, last_batch_norm,
-                   kernel_initializer)
+                   kernel_initializer, output_bias)
     return keras.Model(inputs, outputs, name=name)
 
 
-def _mlp(x, hidden_dims, output_dim, batch_norm, name, activation, last_batch_norm, kernel_initializer):
+def _mlp(x, hidden_dims, output_dim, batch_norm, name, activation, last_batch_norm, kernel_initializer,
+         output_bias=None):
     for i, width in enumerate(hidden_dims):
         x = layers.Dense(width, use_bias=not batch_norm, kernel_initializer=kernel_initializer,
                          name=f"{name}_dense{i + 1}")(x)
         if batch_norm:
             x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i + 1}")(x)
         x = _activation(activation, f"{name}_{activation}{i + 1}")(x)
-    x = layers.Dense(output_dim, use_bias=not last_batch_norm, kernel_initializer=kernel_initializer,
+    if output_bias is None:
+        output_bias = not last_batch_norm
+    x = layers.Dense(output_dim, use_bias=output_bias, kernel_initializer=kernel_initializer,
                      name=f"{name}_out")(x)
     if last_batch_norm:
         x = layers.BatchNormalization(momentum=0.9, center=False, scale=False, name=f"{name}_out_bn")(x)

@@ -13,7 +13,7 @@ accumulated by its own forward passes in training mode, and only used in inferen
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -109,3 +109,11 @@ def cosine_momentum(base: float, step, total_steps) -> tf.Tensor:
     progress = tf.cast(step, tf.float32) / tf.cast(total_steps, tf.float32)
     progress = tf.clip_by_value(progress, 0.0, 1.0)
     return 1.0 - (1.0 - base) * (tf.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def scheduled_momentum(base: float, step, total_steps: Optional[int], cosine: bool = True) -> tf.Tensor:
+    """The momentum of a method's target at step k: `cosine_momentum(base, k, K)` when `cosine` and the run
+    length K is known (the trainer's `set_run_length`), else `base` throughout (e.g. outside the trainer)."""
+    if cosine and total_steps:
+        return cosine_momentum(base, step, total_steps)
+    return tf.constant(base, tf.float32)

@@ -1,6 +1,7 @@
 """Losses as pure functions: tensors in, tensors out (contrastive ones return `(loss, logits, labels)`).
 
-contrastive: NT-Xent (SimCLR) and InfoNCE (MoCo), negatives from the global batch across replicas.
+contrastive: NT-Xent (SimCLR), InfoNCE (MoCo) and MoCo v3's in-batch loss, negatives from the global
+    batch across replicas.
 noncontrastive: BYOL's and SimSiam's regression to a stopped target; Barlow Twins' cross-correlation and
     VICReg's variance/covariance terms, with statistics of the global batch across replicas.
 distillation: DINO's cross-entropy between the centred, sharpened teacher and the student, and its centre.
@@ -8,7 +9,7 @@ cpc: CPC's InfoNCE of row-ahead predictions against patch encodings of the same 
 reconstruction: the context encoder's overlap-weighted masked L2 and its adversarial losses.
 """
 
-from sslzoo.losses.contrastive import info_nce, nt_xent
+from sslzoo.losses.contrastive import info_nce, moco_v3_loss, nt_xent
 from sslzoo.losses.cpc import cpc_loss
 from sslzoo.losses.distillation import dino_center_update, dino_loss
 from sslzoo.losses.noncontrastive import barlow_twins_loss, byol_loss, simsiam_loss, vicreg_loss
@@ -16,5 +17,6 @@ from sslzoo.losses.reconstruction import discriminator_loss, generator_adversari
 
 __all__ = [
     "barlow_twins_loss", "byol_loss", "cpc_loss", "dino_center_update", "dino_loss", "discriminator_loss",
-    "generator_adversarial_loss", "info_nce", "masked_l2", "nt_xent", "simsiam_loss", "vicreg_loss",
+    "generator_adversarial_loss", "info_nce", "masked_l2", "moco_v3_loss", "nt_xent", "simsiam_loss",
+    "vicreg_loss",
 ]

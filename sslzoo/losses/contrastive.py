@@ -1,6 +1,6 @@
-"""Contrastive losses as pure functions: NT-Xent (SimCLR) and InfoNCE (MoCo).
+"""Contrastive losses as pure functions: NT-Xent (SimCLR), InfoNCE (MoCo) and MoCo v3's in-batch loss.
 
-Both return `(loss, logits, labels)` so a method can report contrastive accuracy from the same logits
+All return `(loss, logits, labels)` so a method can report contrastive accuracy from the same logits
 (`top1(logits, labels)`), as the SimCLR code does.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Tuple
 
 import tensorflow as tf
+
+from sslzoo.layers.shuffle_bn import all_gather_batch
 
 # Subtracted from a logit to remove it from the softmax; exp(-1e9 / tau) is exactly 0 in float32, and a
 # finite value (unlike -inf) keeps 0 * logit terms of the gradient finite.
@@ -124,3 +126,43 @@ def info_nce(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     )
     return loss, logits, labels
+
+
+def moco_v3_loss(
+    query: tf.Tensor, key: tf.Tensor, temperature: float, *, cross_replica: bool = True
+) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """MoCo v3's ctr(q, k): each query against every key of the global batch, scaled by 2 tau.
+
+    ctr(q, k) = 2 tau * CrossEntropy(q k^T / tau, labels), q and k L2-normalised, the positive of query
+    i the key of the same image (Algorithm 1; the official `contrastive_loss`). MoCo v3 symmetrises it:
+    ctr(q1, k2) + ctr(q2, k1). With the factor 2 tau the gradient with respect to the cosines q.k is
+    2 (softmax - one-hot), without the 1/tau the logits bring, so changing tau does not rescale the
+    step as a whole.
+
+    Args:
+        query: [n, D] queries of this replica's images (encoder + projector + predictor).
+        key: [n, D] momentum keys of the other view, row i the positive of query i. No gradient reaches
+            them: the momentum branch is updated by averaging only (the official keys come from a
+            `no_grad` block, gathered by a gradient-free all-gather).
+        temperature: tau > 0 (official: 1.0 for ResNet, 0.2 for ViT).
+        cross_replica: inside a multi-replica `tf.distribute` step, the keys are all-gathered, so every
+            query is contrasted with the N keys of the global batch; positives sit at this replica's
+            rows (`arange(n) + n * rank` in the official code). Queries are not gathered.
+    Returns:
+        loss: scalar, 2 tau times the mean cross-entropy over this replica's n queries. With R replicas
+            of n = N/R images, the mean of the per-replica losses is the global-batch loss.
+        logits: [n, N] float32 (q k^T / tau); labels: [n] int32, each query's positive column.
+    Reference: Chen, Xie, He, "An Empirical Study of Training Self-Supervised Vision Transformers",
+    ICCV 2021 (Algorithm 1; the official moco/builder.py).
+    """
+    query = _normalize(query)
+    key = tf.stop_gradient(_normalize(key))
+    offset = tf.constant(0, tf.int32)
+    context, replicas = _distributed_replicas()
+    if cross_replica and replicas > 1:
+        key = all_gather_batch(key)
+        offset = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(query)[0]
+    logits = tf.matmul(query, key, transpose_b=True) / temperature
+    labels = offset + tf.range(tf.shape(query)[0], dtype=tf.int32)
+    cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return cross_entropy * (2.0 * temperature), logits, labels

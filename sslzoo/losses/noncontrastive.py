@@ -25,10 +25,11 @@ def _float32(x) -> tf.Tensor:
     return tf.cast(x, tf.float32)
 
 
-def _cosine_to_target(p: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
-    """float32 [N]: the cosine of each row of p with the same row of z, no gradient through z."""
+def _cosine_to_target(p: tf.Tensor, z: tf.Tensor, stop_gradient: bool = True) -> tf.Tensor:
+    """float32 [N]: the cosine of each row of p with the same row of z, by default no gradient through z."""
     p = tf.math.l2_normalize(_float32(p), axis=-1)
-    z = tf.math.l2_normalize(tf.stop_gradient(_float32(z)), axis=-1)
+    z = _float32(z)
+    z = tf.math.l2_normalize(tf.stop_gradient(z) if stop_gradient else z, axis=-1)
     return tf.reduce_sum(p * z, axis=-1)
 
 
@@ -46,18 +47,20 @@ def byol_loss(p: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(2.0 - 2.0 * _cosine_to_target(p, z))
 
 
-def simsiam_loss(p: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+def simsiam_loss(p: tf.Tensor, z: tf.Tensor, *, stop_gradient: bool = True) -> tf.Tensor:
     """SimSiam's D(p, stopgrad(z)): the negative cosine similarity, averaged over the batch.
 
     Args:
         p: predictions h(f(x1)) of one view, [N, D].
         z: projections f(x2) of the other view, [N, D]; stop-gradient inside.
+        stop_gradient: False lets the gradient flow into z too: the paper's ablation that collapses
+            (Figure 2); the value is the same, only the gradient changes.
     Returns:
         float32 scalar in [-1, 1]; SimSiam's loss is simsiam_loss(p1, z2) / 2 + simsiam_loss(p2, z1) / 2.
     Reference: Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021 (Eq. 1 and 3,
     Algorithm 1).
     """
-    return -tf.reduce_mean(_cosine_to_target(p, z))
+    return -tf.reduce_mean(_cosine_to_target(p, z, stop_gradient))
 
 
 def _off_diagonal_square_sum(matrix: tf.Tensor) -> tf.Tensor:
@@ -75,8 +78,9 @@ def cross_correlation(z1: tf.Tensor, z2: tf.Tensor, eps: float = 1e-5) -> tf.Ten
     """Barlow Twins' C [D, D] = z1n^T z2n / N: each batch of embeddings [N, D] standardised per dimension
     over its rows ((z - mean) / sqrt(biased variance + eps), BatchNorm1d(affine=False) in training mode)."""
     def standardize(z):
-        mean, variance = tf.nn.moments(_float32(z), axes=[0])
-        return (_float32(z) - mean) * tf.math.rsqrt(variance + eps)
+        z = _float32(z)
+        mean, variance = tf.nn.moments(z, axes=[0])
+        return (z - mean) * tf.math.rsqrt(variance + eps)
 
     return tf.matmul(standardize(z1), standardize(z2), transpose_a=True) / tf.cast(tf.shape(z1)[0], tf.float32)
 

@@ -120,9 +120,8 @@ class BYOL(SSLMethod):
 
     def momentum_at(self, step) -> tf.Tensor:
         """tau at 0-based step k: the cosine schedule over the run's K steps, or tau_base."""
-        if self.options.cosine_momentum and self.total_steps:
-            return ema.cosine_momentum(self.options.base_momentum, step, self.total_steps)
-        return tf.constant(self.options.base_momentum, tf.float32)
+        return ema.scheduled_momentum(self.options.base_momentum, step, self.total_steps,
+                                      self.options.cosine_momentum)
 
     def momentum_pairs(self):
         """(target variable, online variable) for every trainable parameter of encoder and projector."""

@@ -111,8 +111,8 @@ class SimSiam(SSLMethod):
     def compute_loss_and_logs(self, data, training):
         features, z_1, p_1 = self.embed(data["view_1"], training)
         _, z_2, p_2 = self.embed(data["view_2"], training)
-        distance = simsiam_loss if self.options.stop_gradient else negative_cosine
-        loss = distance(p_1, z_2) / 2 + distance(p_2, z_1) / 2
+        stop = self.options.stop_gradient
+        loss = simsiam_loss(p_1, z_2, stop_gradient=stop) / 2 + simsiam_loss(p_2, z_1, stop_gradient=stop) / 2
         # The paper's collapse monitor (Figure 2): per-dimension std of z / |z|, ~1/sqrt(P) when healthy.
         logs = {"loss": loss, "output_std": output_std(z_1)}
         loss = self.add_probe_loss(loss, features, data, logs)
@@ -127,14 +127,6 @@ class SimSiam(SSLMethod):
         save_view_pairs(Path(run_dir) / name, data, count, pair_cosines(p_1, z_2), "cos",
                         "SimSiam: cosine of view 1's prediction p1 and view 2's projection z2")
         return [name]
-
-
-def negative_cosine(p: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
-    """-cos(p, z) averaged over the batch, with the gradient flowing into z too (no stop-gradient):
-    SimSiam's ablation that collapses."""
-    p = tf.math.l2_normalize(tf.cast(p, tf.float32), axis=-1)
-    z = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=-1)
-    return -tf.reduce_mean(tf.reduce_sum(p * z, axis=-1))
 
 
 def output_std(z: tf.Tensor) -> tf.Tensor:
