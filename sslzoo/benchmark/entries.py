@@ -20,7 +20,8 @@ IMAGE_SOURCES = ("folder", "tfds", "synthetic")
 # How the table groups methods; a method missing here is listed as "pretext".
 KINDS = {"simclr": "contrastive", "moco": "contrastive", "moco_v3": "contrastive", "cpc": "contrastive",
          SUPERVISED: "supervised", "byol": "non-contrastive", "simsiam": "non-contrastive",
-         "barlow_twins": "non-contrastive", "vicreg": "non-contrastive"}
+         "barlow_twins": "non-contrastive", "vicreg": "non-contrastive",
+         "dino": "self-distillation"}
 # Encoder options allowed to differ between entries: CPC v2 swaps batch norm for layer norm, as its paper
 # does (batch statistics leak between the patches of one image); layers and width stay the same.
 EXEMPT_ENCODER_OPTIONS = ("norm",)
