@@ -178,19 +178,24 @@ class SSLMethod(keras.Model):
             return loss
         return self.add_probe_loss(loss, self.encoder(images, training=training), data, logs)
 
-    def apply_gradients(self, tape: tf.GradientTape, loss: tf.Tensor, variables: Sequence,
-                        optimizer=None) -> None:
-        """Ends `tape` and applies the gradient of `loss` (the replica-local mean, recorded on `tape`).
+    def gradients(self, tape: tf.GradientTape, loss: tf.Tensor, variables: Sequence, optimizer) -> List:
+        """Ends `tape` and returns the gradient of `loss` (the replica-local mean, recorded on `tape`).
 
         Each replica's loss is its local mean and gradients are summed across replicas, so the loss is
-        scaled by 1/replicas; `scale_loss` is the mixed_float16 loss scale (identity otherwise).
+        scaled by 1/replicas; `scale_loss` is the mixed_float16 loss scale (identity otherwise), so the
+        gradients are scaled by it too (the optimizer unscales them in `apply`).
         """
-        optimizer = optimizer or self.optimizer
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tape:
             scaled = optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, variables)
-        optimizer.apply(grads, variables)
+        return tape.gradient(scaled, variables)
+
+    def apply_gradients(self, tape: tf.GradientTape, loss: tf.Tensor, variables: Sequence,
+                        optimizer=None) -> None:
+        """Ends `tape` and applies the gradient of `loss` (`gradients`) with `optimizer` (default: the
+        method's)."""
+        optimizer = optimizer or self.optimizer
+        optimizer.apply(self.gradients(tape, loss, variables, optimizer), variables)
 
     def train_step(self, data):
         with tf.GradientTape() as tape:

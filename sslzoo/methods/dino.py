@@ -303,9 +303,7 @@ class DINO(SSLMethod):
 
     def momentum_at(self, step) -> tf.Tensor:
         """m at step k: the cosine from momentum_teacher to 1 over the run (official `momentum_schedule`)."""
-        if self.total_steps:
-            return ema.cosine_momentum(self.options.momentum_teacher, step, self.total_steps)
-        return tf.constant(self.options.momentum_teacher, tf.float32)
+        return ema.scheduled_momentum(self.options.momentum_teacher, step, self.total_steps)
 
     def weight_decay_at(self, step, start: float) -> tf.Tensor:
         """The weight decay of step k: the cosine from `start` to weight_decay_end over the run."""
@@ -366,10 +364,7 @@ class DINO(SSLMethod):
         """The base step, with the official order between backward and update: clip each gradient, then
         cancel the last layer's update while it is frozen."""
         optimizer = optimizer or self.optimizer
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tape:
-            scaled = optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, variables)
+        grads = self.gradients(tape, loss, variables, optimizer)
         if self.options.clip_grad:
             grads = self._clip(grads, optimizer)
         frozen = self.last_layer_frozen(self.current_step() if step is None else step)
