@@ -171,12 +171,17 @@ class SSLMethod(keras.Model):
         return loss + self.online_probe(features, data["labels"], logs)
 
     def probe_images(self, images: tf.Tensor, data: Mapping[str, tf.Tensor], loss: tf.Tensor,
-                     logs: dict, training: bool = False) -> tf.Tensor:
+                     logs: dict) -> tf.Tensor:
         """Like `add_probe_loss`, on the encoder's features of whole `images`, for methods whose pretext
-        branch feeds the encoder something else (tiles, patches)."""
+        branch feeds the encoder something else (tiles, patches).
+
+        The encoder runs in inference mode, also in training: this pass is not the pretext task's, and in
+        training mode its batch norm would fold whole images into the moving statistics the tiles or
+        patches build, so the trained (and exported) encoder would depend on whether the probe is on.
+        """
         if self.probe is None or "labels" not in data:
             return loss
-        return self.add_probe_loss(loss, self.encoder(images, training=training), data, logs)
+        return self.add_probe_loss(loss, self.encoder(images, training=False), data, logs)
 
     def gradients(self, tape: tf.GradientTape, loss: tf.Tensor, variables: Sequence, optimizer) -> List:
         """Ends `tape` and returns the gradient of `loss` (the replica-local mean, recorded on `tape`).

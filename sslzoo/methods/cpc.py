@@ -277,7 +277,7 @@ class CPC(SSLMethod):
         if self.options.features == "grid":
             loss = self.add_probe_loss(loss, tf.reduce_mean(encodings, axis=[1, 2]), data, logs)
         else:
-            loss = self.probe_images(data["images"], data, loss, logs, training=training)
+            loss = self.probe_images(data["images"], data, loss, logs)
         return loss, logs
 
     def save_pictures(self, data, run_dir: Path) -> List[str]:

@@ -153,7 +153,7 @@ class Jigsaw(SSLMethod):
             keras.losses.sparse_categorical_crossentropy(pretext_labels, logits, from_logits=True)
         )
         logs = {"loss": loss, "jigsaw_top1": top1(logits, pretext_labels)}
-        loss = self.probe_images(data["images"], data, loss, logs, training=training)
+        loss = self.probe_images(data["images"], data, loss, logs)
         return loss, logs
 
     def save_pictures(self, data, run_dir):

@@ -172,9 +172,7 @@ class RelPatch(SSLMethod):
         )
         logs = {"loss": loss, "position_top1": top1(logits, pretext_labels)}
         if "images" in data:
-            # Full images through the evaluated encoder in inference mode, as kNN/linear evaluation sees it;
-            # the probe's loss is detached from the encoder anyway.
-            loss = self.probe_images(data["images"], data, loss, logs, training=False)
+            loss = self.probe_images(data["images"], data, loss, logs)
         return loss, logs
 
     def save_pictures(self, data, run_dir):
