@@ -7,6 +7,7 @@ reproduces the same augmentations.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import tensorflow as tf
@@ -50,21 +51,58 @@ def random_flip_left_right(images: tf.Tensor, seed: tf.Tensor, probability: floa
     return tf.where(flip[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, axis=[2]), images)
 
 
-def rotate_batch(images: tf.Tensor, quarter_turns: Sequence[int]) -> tuple[tf.Tensor, tf.Tensor]:
+def rotate_batch(images: tf.Tensor, rotations: Sequence[int], step: int = 90) -> tuple[tf.Tensor, tf.Tensor]:
     """Every image in every rotation: RotNet's batch layout.
 
     Args:
         images: [B, H, W, C] with H == W.
-        quarter_turns: rotations as multiples of 90 degrees counter-clockwise, e.g. (0, 1, 2, 3).
+        rotations: counter-clockwise rotations in units of `step` degrees, e.g. (0, 1, 2, 3).
+        step: degrees of one unit: 90 (quarter turns) or 45 (the paper's eight rotations).
     Returns:
         (rotated [R*B, H, W, C], pretext_labels int32 [R*B]): block r holds all B images turned by
-        quarter_turns[r], labelled r. Multiples of 90 degrees are exact transposes/flips, so no
-        interpolation border betrays the rotation (RotNet paper, section 2).
+        rotations[r] * step degrees, labelled r. Multiples of 90 degrees are exact transposes/flips, so no
+        interpolation border betrays the rotation (RotNet paper, section 2); the others are resampled
+        (`rotate_resampled`).
     """
-    rotated = [tf.image.rot90(images, k=k) for k in quarter_turns]
+    rotated = [rotate(images, r * step) for r in rotations]
     batch = tf.shape(images)[0]
-    labels = tf.repeat(tf.range(len(quarter_turns), dtype=tf.int32), batch)
+    labels = tf.repeat(tf.range(len(rotations), dtype=tf.int32), batch)
     return tf.concat(rotated, axis=0), labels
+
+
+def rotate(images: tf.Tensor, degrees: int) -> tf.Tensor:
+    """Counter-clockwise rotation of square images [B, H, W, C] by `degrees`: the whole quarter turns with
+    rot90 (exact), only the rest resampled."""
+    quarter_turns, rest = divmod(int(degrees), 90)
+    images = tf.image.rot90(images, k=quarter_turns % 4)
+    return rotate_resampled(images, rest) if rest else images
+
+
+def rotate_resampled(images: tf.Tensor, degrees: float) -> tf.Tensor:
+    """Counter-clockwise rotation about the image centre by bilinear resampling, in the graph (a projective
+    transform). The corners the rotated square leaves empty are filled by reflection rather than a
+    constant, so they are not a flat mark of the angle (the seams still are).
+
+    Args:
+        images: float [B, H, W, C].
+        degrees: any angle; multiples of 90 are better done by `rotate`, exactly.
+    Returns:
+        float [B, H, W, C].
+    """
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    height = tf.cast(tf.shape(images)[1], tf.float32) - 1.0
+    width = tf.cast(tf.shape(images)[2], tf.float32) - 1.0
+    # The transform maps each output pixel (x, y) to the input point it samples: the inverse rotation
+    # about the centre ((W - 1) / 2, (H - 1) / 2); with y pointing down this turns the content
+    # counter-clockwise on screen, as rot90 does.
+    x_offset = (width - (cos * width - sin * height)) / 2.0
+    y_offset = (height - (sin * width + cos * height)) / 2.0
+    transform = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])[tf.newaxis]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transform, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT",
+    )
 
 
 def solarize(images: tf.Tensor, apply: tf.Tensor, threshold: float = 0.5) -> tf.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 # Imported for their `@register_encoder` side effect.
 from sslzoo.backbones import convnet, nin, resnet, vit  # noqa: F401
 from sslzoo.backbones.common import BN_MOMENTUM, CIFAR_MEAN, CIFAR_STD, FEATURE_MAP, FEATURES
-from sslzoo.backbones.nin import nin_blocks
+from sslzoo.backbones.nin import nin_block_count, nin_blocks
 from sslzoo.config import ConfigError, coerce, type_name
 from sslzoo.registry import ENCODERS
 
@@ -32,6 +32,7 @@ __all__ = [
     "IDENTITY_NORMALIZATION",
     "feature_map_model",
     "nin_blocks",
+    "nin_block_count",
     "BN_MOMENTUM",
     "CIFAR_MEAN",
     "CIFAR_STD",

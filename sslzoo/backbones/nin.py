@@ -83,8 +83,9 @@ def nin_blocks(
 ) -> keras.Model:
     """NIN blocks `first_block..last_block` (1-based, inclusive) as a model for any spatial size.
 
-    RotNet's pretext classifier is blocks 3-4 + GAP + Linear on top of the block-2 feature map, and its
-    "RotNet + conv" evaluation head is a fresh block 3; this builds those stacks with the encoder's layout.
+    RotNet's pretext classifier is the blocks after the evaluated one + GAP + Linear (blocks 3-4 on the
+    block-2 feature map of its NIN4), and its "RotNet + conv" evaluation head is a fresh block 3; this
+    builds those stacks with the encoder's layout.
 
     Args:
         first_block, last_block: block range; the input must have `nin_input_channels(first_block)`
@@ -104,6 +105,23 @@ def nin_blocks(
     for block in range(first_block, last_block + 1):
         x = nin_block(x, block, bn_momentum=bn_momentum)
     return keras.Model(inputs, x, name=name)
+
+
+def nin_block_count(model: keras.Model) -> Optional[int]:
+    """k when `model` is a `nin` encoder of blocks 1..k (the NIN block layout and a "feature_map"), else
+    None: a head that continues the NIN starts at block k + 1."""
+    layers = {layer.name: layer for layer in model.layers}
+
+    def is_block(block: int) -> bool:
+        convs, _ = nin_block_spec(block)
+        found = [layers.get(f"block{block}_conv{index}") for index in range(1, len(convs) + 1)]
+        return all(isinstance(layer, keras.layers.Conv2D) and layer.filters == filters
+                   and tuple(layer.kernel_size) == (kernel, kernel) for layer, (filters, kernel) in zip(found, convs))
+
+    count = 0
+    while is_block(count + 1):
+        count += 1
+    return count if count and FEATURE_MAP in layers else None
 
 
 @register_encoder("nin")

@@ -18,6 +18,7 @@ precision and `tf.distribute`, and metric bookkeeping.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -27,6 +28,8 @@ import tensorflow as tf
 from keras import layers
 
 from sslzoo.config import ConfigError, options_to_dict, parse_options
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +50,7 @@ class SSLMethod(keras.Model):
             evaluated and exported.
         options: the method's `Options` instance, or a mapping parsed into it.
         num_classes: > 0 attaches an online linear probe on detached features (needs `labels` in the
-            data); 0 disables it.
+            data), unless `probe_unavailable(options)` says why it cannot; 0 disables it.
         **parts: one built Keras model per name in `parts` (from `build_parts`, or deserialized).
     """
 
@@ -70,6 +73,10 @@ class SSLMethod(keras.Model):
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown part(s) {unknown}; its parts: {list(self.parts)}")
         self.num_classes = int(num_classes)
+        unavailable = self.num_classes and self.probe_unavailable(options)
+        if unavailable:
+            log.warning("%s: no online probe: %s", self.name, unavailable)
+            self.num_classes = 0
         self.feature_dim = int(encoder.output_shape[-1])
         self.probe = None
         if self.num_classes:
@@ -98,6 +105,12 @@ class SSLMethod(keras.Model):
         """The sub-models named in `parts`, built from the options. May also return "encoder" to replace
         the evaluated encoder (e.g. one that converts RGB to Lab inside the model). Default: none."""
         return {}
+
+    @classmethod
+    def probe_unavailable(cls, options) -> Optional[str]:
+        """Why these options leave the online probe nothing to read (with how to get it), or None. The
+        constructor logs the reason and runs without the probe. Default: None."""
+        return None
 
     def setup(self) -> None:
         """Creates state beyond the parts (queues, momentum copies, views of the encoder) from
