@@ -151,7 +151,7 @@ def test_nin_encoder_deeper_than_the_network_fails_clearly():
 
 # --- eight rotations (45-degree steps) --------------------------------------------------------------------
 
-def test_eight_rotations_batch_keeps_quarter_turns_exact_and_trains_a_step():
+def test_eight_rotations_batch_keeps_quarter_turns_exact_and_trains_a_step(tmp_path):
     options = {"rotations": list(range(8)), "rotation_step": 45, "head": "mlp", "head_width": 8}
     config = tiny_config("rotnet", options)
     splits = load_splits(config.data)
@@ -168,3 +168,4 @@ def test_eight_rotations_batch_keeps_quarter_turns_exact_and_trains_a_step():
     history = method.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0, shuffle=False)
     # An untrained 8-way classifier: near log(8), and the probe still reads block 0.
     assert abs(history.history["loss"][0] - np.log(8)) < 1.0 and "probe_loss" in history.history
+    assert method.save_pictures(batch, tmp_path) == ["rotnet.png"]
