@@ -198,7 +198,7 @@ def test_jigsaw_passes_the_method_contract(tmp_path):
 # Budget: 10,000 of the 50,000 training images (9,000 train / 1,000 validation, stratified), 3 epochs with
 # the config's half-width ConvNet: 26 s of training on the 2-core CPU (with two other runs beside it).
 # Measured: kNN 34.8 vs 32.3 at random init (+2.5), linear 42.0 vs 38.4 (+3.6); since the probe's pass over
-# whole images runs in inference mode (issue 16: its batch norm no longer mixes them into the tiles'
+# whole images runs in inference mode (its batch norm no longer mixes them into the tiles'
 # statistics), kNN 34.5 (+2.2), linear 41.6 (+3.2). The asserted margins are about half the measured gains.
 # (At 40,000 images x 4 epochs, before that fix: +2.6 / +3.7, four times the cost.)
 KNN_MARGIN = 1.2
