@@ -15,7 +15,7 @@ noise, no 30 epochs of Adam per variant) and is what a deployed classifier expor
 trained once on Keras features. Without a head, `eval_data.linear_head=None`, a probe is retrained on the
 TFLite train features with `linear_probe` (`linear_method` in the results says which).
 
-Targets (DESIGN "Reliability checklist" 6), checked by `check_targets`:
+Targets, checked by `check_targets`:
 * float32: max abs diff <= 1e-4, else `TFLiteParityError`.
 * int8: size <= 0.3x float32 and mean cosine >= 0.98 (missed -> warning and `passed=False`);
   latency <= 0.6x float32 at 1 thread (a warning only: latency is noisy on shared cores).
