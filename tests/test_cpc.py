@@ -8,7 +8,7 @@ import tensorflow as tf
 from sslzoo.augment.grid import augment_patches, check_grid, cut_grid, drop_colours, patch_positions
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError
-from sslzoo.losses.cpc import cpc_loss
+from sslzoo.losses.cpc import cpc_loss, first_clear_step
 from sslzoo.methods import build_method
 from sslzoo.methods.cpc import context_network
 from tests.harness import check_method_contract, train_on_cifar
@@ -67,6 +67,8 @@ def test_grid_inside_tf_data_matches_eager():
          r"patch_stride 5 does not tile the 32x32 image.*\[1, 2, 3, 4, 6, 8, 12, 24\]"),
         ({"patch_size": 16, "patch_stride": 16, "steps": 2}, r"steps 2.*2x2 grid.*\[1, 1\]"),
         ({"steps": 7}, r"steps 7.*7x7 grid.*\[1, 6\]"),
+        ({"steps": 5, "skip_overlapping": True}, r"steps 5: .*rows 3..7 ahead inside a 7x7 grid \(skip_overlapping "
+                                                 r"starts at row 3.*\[1, 4\]"),
         ({"patch_stride": 0}, r"patch_stride 0 must both be >= 1"),
         ({"resize": 48, "patch_size": 56}, r"larger than the 48x48 image after resize"),
         ({"patch_size": 2, "patch_stride": 2}, r"cannot run on 2x2 patches"),
@@ -88,7 +90,7 @@ def test_unknown_option_fails_listing_every_allowed_key():
     allowed = str(error.value).split("allowed:", 1)[1]
     for key in ("resize", "patch_size", "patch_stride", "steps", "group_size", "context_width", "context_blocks",
                 "context_kernel", "encoder_norm", "features", "flip", "crop_padding", "patch_flip", "colour_drop",
-                "patch_jitter"):
+                "patch_jitter", "skip_overlapping"):
         assert f"{key}:" in allowed, key
 
 
@@ -209,14 +211,14 @@ def test_context_at_row_r_ignores_rows_below_and_sees_rows_above(blocks, kernel)
 
 # --- the InfoNCE loss vs the paper -------------------------------------------------------------------------
 
-def reference_cpc_loss(context, weights, encodings, group):
+def reference_cpc_loss(context, weights, encodings, group, first_step=1):
     """Loop form of CPC's loss from the paper: for each step k and each context c_{i,j} with a row i + k
     in the grid, L = -log[f_k(z_{i+k,j}, c) / sum over candidates f_k(z, c)], f_k(z, c) = exp(z^T W_k c);
     candidates are every patch of the images in c's group (its own image included). Mean over the
-    predictions of a step, then over steps."""
+    predictions of a step, then over steps. weights[s] is W_k of step k = first_step + s."""
     batch, n = encodings.shape[:2]
     step_losses = []
-    for k in range(1, weights.shape[0] + 1):
+    for k in range(first_step, first_step + weights.shape[0]):
         terms = []
         for b in range(batch):
             first = (b // group) * group
@@ -224,7 +226,7 @@ def reference_cpc_loss(context, weights, encodings, group):
             candidates = np.concatenate([encodings[m].reshape(n * n, -1) for m in members])
             for i in range(n - k):
                 for j in range(n):
-                    prediction = weights[k - 1] @ context[b, i, j]
+                    prediction = weights[k - first_step] @ context[b, i, j]
                     scores = candidates @ prediction
                     positive = encodings[b, i + k, j] @ prediction
                     top = scores.max()
@@ -248,6 +250,59 @@ def test_cpc_loss_matches_the_numpy_reference(batch, group):
     np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
     np.testing.assert_allclose(step_losses.numpy(), expected_steps, rtol=1e-4)
     assert [h.shape for h in hits] == [(batch, n - k, n) for k in range(1, steps + 1)]
+
+
+@pytest.mark.parametrize("first_step", [2, 3])
+def test_cpc_loss_from_a_later_first_step_matches_the_numpy_reference(first_step):
+    rng = np.random.default_rng(first_step)
+    batch, n, width, depth, steps = 3, 6, 5, 6, 2
+    context = rng.normal(size=(batch, n, n, width))
+    weights = rng.normal(size=(steps, depth, width)) * 0.5
+    encodings = rng.normal(size=(batch, n, n, depth))
+    predictions = np.einsum("kdc,bijc->bijkd", weights, context)
+    loss, step_losses, hits = cpc_loss(
+        tf.constant(predictions, tf.float32), tf.constant(encodings, tf.float32), 2, first_step=first_step
+    )
+    expected, expected_steps = reference_cpc_loss(context, weights, encodings, 2, first_step=first_step)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+    np.testing.assert_allclose(step_losses.numpy(), expected_steps, rtol=1e-4)
+    assert [h.shape for h in hits] == [(batch, n - k, n) for k in range(first_step, first_step + steps)]
+
+
+@pytest.mark.parametrize("patch, stride", [(8, 4), (8, 2), (8, 3), (16, 8), (6, 4), (4, 4), (5, 8)])
+def test_first_clear_step_is_the_nearest_row_that_neither_overlaps_nor_touches(patch, stride):
+    """Pixel rows of the patch row i: [i s, i s + p). Row i + k shares a pixel with row i, or borders it
+    (its first pixel row is row i's last + 1), exactly for k < first_clear_step."""
+    def pixel_rows(i):
+        return set(range(i * stride, i * stride + patch))
+
+    first = first_clear_step(patch, stride)
+    for k in range(1, 12):
+        above, below = pixel_rows(0), pixel_rows(k)
+        shares_or_touches = bool(above & below) or min(below) == max(above) + 1
+        assert shares_or_touches == (k < first), (k, first)
+
+
+def test_skip_overlapping_predicts_the_clear_rows_and_logs_each_step():
+    """8-px patches at stride 4: rows 1 and 2 below share pixels with or border the context's row, so the
+    K = 2 steps are rows 3 and 4, each logged; without the option, rows 1 and 2."""
+    encoder = _layer_norm_encoder()
+    images = tf.random.uniform((4, 32, 32, 3), seed=3)
+    for skip, steps in ((True, (3, 4)), (False, (1, 2))):
+        method = build_method("cpc", {"steps": 2, "group_size": 4, "skip_overlapping": skip}, encoder,
+                              num_classes=10)
+        assert method.first_step == steps[0]
+        data = method.augment(images, tf.zeros(4, tf.int32), tf.constant([1, 2]))
+        encodings, predictions = method.predict_grid(data["patches"])
+        loss, logs = method.compute_loss_and_logs(data, training=False)
+        expected, _, hits = cpc_loss(predictions, encodings, 4, first_step=steps[0])
+        np.testing.assert_allclose(float(logs["loss"]), float(expected), rtol=1e-5)
+        names = [f"cpc_top1_k{k}" for k in steps]
+        assert [name for name in logs if name.startswith("cpc_top1_k")] == names
+        assert set(names) <= set(method.trackers)
+        for name, hit in zip(names, hits):
+            np.testing.assert_allclose(float(logs[name]), float(tf.reduce_mean(hit)))
+        assert [h.shape[1] for h in hits] == [7 - k for k in steps]
 
 
 def test_cpc_loss_closed_form_equal_scores_give_log_of_the_candidates():

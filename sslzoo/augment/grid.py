@@ -27,15 +27,17 @@ def patch_positions(image_size: int, patch_size: int, stride: int) -> list[int]:
     return [i * stride for i in range(grid_size(image_size, patch_size, stride))]
 
 
-def check_grid(image_size: int, patch_size: int, stride: int, steps: int, resize: int = 0) -> int:
+def check_grid(image_size: int, patch_size: int, stride: int, steps: int, resize: int = 0,
+               first_step: int = 1) -> int:
     """Validates CPC's grid geometry; returns the grid size n (an n x n grid). Bad numbers fail naming the fix.
 
     Args:
         image_size: S of the input images.
         patch_size: P, the side of a patch.
         stride: pixels between neighbouring patches (P / 2 is the paper's 50% overlap).
-        steps: K, how many rows ahead the context predicts; the grid needs at least K + 1 rows.
+        steps: K, how many rows ahead the context predicts; the grid needs first_step + K rows.
         resize: > 0 resizes the image to resize x resize before cutting.
+        first_step: the nearest row predicted (rows first_step..first_step + K - 1 below the context).
     """
     source = resize or image_size
     where = f"the {source}x{source} image" + (" after resize" if resize else "")
@@ -57,10 +59,14 @@ def check_grid(image_size: int, patch_size: int, stride: int, steps: int, resize
             f"{(source - patch_size) % stride} px would never be seen; strides that fit: {fits}"
         )
     n = grid_size(source, patch_size, stride)
-    if steps < 1 or steps >= n:
+    last = n - first_step
+    if steps < 1 or steps > last:
+        skipped = (f" (skip_overlapping starts at row {first_step}: patches of nearer rows overlap or touch "
+                   "the context's)" if first_step > 1 else "")
         raise ConfigError(
-            f"method.options.steps {steps}: the context predicts 1..steps rows ahead inside a {n}x{n} "
-            f"grid, so steps must be in [1, {n - 1}]; use fewer steps or a smaller patch_stride"
+            f"method.options.steps {steps}: the context predicts rows {first_step}..{first_step + steps - 1} "
+            f"ahead inside a {n}x{n} grid{skipped}, so steps must be in [1, {max(last, 0)}]; use fewer steps "
+            "or a smaller patch_stride"
         )
     return n
 

@@ -68,15 +68,19 @@ def cpc_step_loss(
 
 
 def cpc_loss(
-    predictions: tf.Tensor, encodings: tf.Tensor, group_size: int = 0
+    predictions: tf.Tensor, encodings: tf.Tensor, group_size: int = 0, first_step: int = 1
 ) -> Tuple[tf.Tensor, tf.Tensor, List[tf.Tensor]]:
-    """CPC's loss over all prediction steps k = 1..K: the mean of the K per-step InfoNCE losses.
+    """CPC's loss over the K prediction steps k = first_step .. first_step + K - 1: the mean of the K
+    per-step InfoNCE losses.
 
     Args:
-        predictions: [B, n, n, K, D]; predictions[..., k - 1, :] = W_k c, the step-k predictions.
+        predictions: [B, n, n, K, D]; predictions[..., s, :] = W_k c, the predictions of step
+            k = first_step + s.
         encodings: [B, n, n, D], the patch encodings.
         group_size: candidates come from groups of this many images (0: the whole batch); see
             `cpc_step_loss`.
+        first_step: the nearest row predicted (1: the next row); `first_clear_step` skips the rows whose
+            patches overlap or touch the context's.
     Returns:
         loss: scalar, mean over k of `cpc_step_loss` (each step's mean over its own predictions, so the far
             steps with fewer valid rows weigh as much as the near ones).
@@ -89,8 +93,9 @@ def cpc_loss(
         raise ValueError("cpc_loss needs a static number of prediction steps (predictions.shape[3])")
     losses, hits = [], []
     shape = tf.shape(encodings)
-    for k in range(1, steps + 1):
-        loss, logits, labels = cpc_step_loss(predictions[:, :, :, k - 1], encodings, k, group_size)
+    for s in range(steps):
+        k = first_step + s
+        loss, logits, labels = cpc_step_loss(predictions[:, :, :, s], encodings, k, group_size)
         losses.append(loss)
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
         # Groups are consecutive images: flattening them back gives batch order, padding last.
@@ -98,3 +103,12 @@ def cpc_loss(
         hits.append(correct)
     step_losses = tf.stack(losses)
     return tf.reduce_mean(step_losses), step_losses, hits
+
+
+def first_clear_step(patch_size: int, stride: int) -> int:
+    """The smallest k whose patches neither overlap nor touch the ones k rows above (k * stride >
+    patch_size): nearer targets share pixels with (or border) the context's own row, a shortcut that
+    needs no understanding of the image (8-px patches at stride 4: k = 1 shares half its pixels, k = 2
+    touches, k = 3 is the first clear row)."""
+    return patch_size // stride + 1
+

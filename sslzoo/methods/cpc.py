@@ -20,7 +20,7 @@ from sslzoo.augment import random_crop_with_padding, random_flip_left_right, spl
 from sslzoo.augment.grid import augment_patches, check_grid, cut_grid, patch_mosaic, patch_positions
 from sslzoo.backbones import FEATURE_MAP, FEATURES, at_input_size, input_normalization
 from sslzoo.config import ConfigError, option
-from sslzoo.losses.cpc import cpc_loss
+from sslzoo.losses.cpc import cpc_loss, first_clear_step
 from sslzoo.methods.base import SSLMethod, scaled_pixels
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
@@ -39,7 +39,13 @@ class CPCOptions:
     patch_stride: int | None = option(None, "pixels between neighbouring patches, patch_size / 2 is the paper's "
                                             "50% overlap (None: 4 x S / 32)")
     # K: predict 1..K rows ahead (CPC v1: up to 5 on its 7x7 grid; card for CIFAR: 3).
-    steps: int = option(3, "K: the context predicts the patch encodings 1..K rows below it")
+    steps: int = option(3, "K: the context predicts the patch encodings of K rows below it")
+    # With overlapping patches the nearest rows share pixels with (or border) the context's own row, a
+    # shortcut: copying pixels across the seam solves them (8-px patches at stride 4: rows 1 and 2 below).
+    # A common CPC v2 reimplementation skips them (steps_to_ignore = 2, predicting rows 3..5).
+    skip_overlapping: bool = option(False, "predict rows first..first + K - 1 below, first the nearest whose "
+                                           "patches neither overlap nor touch the context's (patch_size // "
+                                           "patch_stride + 1); false: rows 1..K")
     # Candidates of each prediction: the patches of G images (its own and G - 1 others). 0: the whole
     # batch, as in the paper; on a CPU those B^2 scores cost several times the patch encoder.
     group_size: int = option(0, "images whose patches are the candidates of a prediction (0 = the whole batch)",
@@ -199,14 +205,14 @@ class CPC(SSLMethod):
     def resolve_options(cls, options, encoder):
         options = _scaled_grid(options, options.resize or int(encoder.input_shape[1]))
         check_grid(int(encoder.input_shape[1]), options.patch_size, options.patch_stride, options.steps,
-                   resize=options.resize)
+                   resize=options.resize, first_step=_first_step(options))
         return options
 
     @classmethod
     def build_parts(cls, options, encoder, make_encoder=None):
         image_size = int(encoder.input_shape[1])
         patch, stride, resize = options.patch_size, options.patch_stride, options.resize
-        n = check_grid(image_size, patch, stride, options.steps, resize=resize)
+        n = check_grid(image_size, patch, stride, options.steps, resize=resize, first_step=_first_step(options))
         full = _layer_norm_encoder(encoder, make_encoder, options.encoder_norm)
         try:
             patch_encoder = at_input_size(full, patch, name="patch_encoder")
@@ -236,6 +242,13 @@ class CPC(SSLMethod):
         self.grid = int(self.context_network.input_shape[1])
         # The encoder's input mean per channel (its Normalization layer): what colour dropping fills with.
         self.input_mean = [float(v) for v in input_normalization(self.patch_encoder, default=_GREY_INPUT)[0]]
+        self.first_step = _first_step(self.options)
+        # Per-step top-1: the near steps are the ones a pixel shortcut solves, so their accuracy says how much
+        # of cpc_top1 is the shortcut.
+        self.log_names = ("cpc_top1", *self.step_names())
+
+    def step_names(self) -> List[str]:
+        return [f"cpc_top1_k{k}" for k in range(self.first_step, self.first_step + self.options.steps)]
 
     def augment(self, images, labels, seed):
         flip_seed, crop_seed, patch_seed = split_seed(seed, 3)
@@ -269,11 +282,12 @@ class CPC(SSLMethod):
 
     def compute_loss_and_logs(self, data, training):
         encodings, predictions = self.predict_grid(data["patches"], training=training)
-        loss, _, hits = cpc_loss(predictions, encodings, self.options.group_size)
+        loss, _, hits = cpc_loss(predictions, encodings, self.options.group_size, self.first_step)
         top1 = tf.reduce_sum([tf.reduce_sum(h) for h in hits]) / tf.cast(
             tf.reduce_sum([tf.size(h) for h in hits]), tf.float32
         )
         logs = {"loss": loss, "cpc_top1": top1}
+        logs.update({name: tf.reduce_mean(h) for name, h in zip(self.step_names(), hits)})
         if self.options.features == "grid":
             loss = self.add_probe_loss(loss, tf.reduce_mean(encodings, axis=[1, 2]), data, logs)
         else:
@@ -285,7 +299,7 @@ class CPC(SSLMethod):
         and the validation top-1 of every step per target position (grey: rows no context predicts)."""
         shown = min(8, int(data["images"].shape[0]))
         encodings, predictions = self.predict_grid(data["patches"], training=False)
-        _, step_losses, hits = cpc_loss(predictions, encodings, self.options.group_size)
+        _, step_losses, hits = cpc_loss(predictions, encodings, self.options.group_size, self.first_step)
         n = self.grid
         patches = data["patches"].numpy()
         mosaics = [patch_mosaic(patches[b], n) for b in range(shown)]
@@ -295,20 +309,21 @@ class CPC(SSLMethod):
             grid[k:] = np.asarray(values)[..., None]
             return grid
 
-        step1 = hits[0].numpy()
-        per_image = [target_map(step1[b], 1) for b in range(shown)]
-        means = [target_map(h.numpy().mean(axis=0), k) for k, h in enumerate(hits, start=1)]
+        first = self.first_step
+        nearest = hits[0].numpy()
+        per_image = [target_map(nearest[b], first) for b in range(shown)]
+        means = [target_map(h.numpy().mean(axis=0), k) for k, h in enumerate(hits, start=first)]
         captions = [
             [""] * shown,
             [""] * shown,
-            [f"{step1[b].mean():.2f}" for b in range(shown)],
-            [f"k={k}: {h.numpy().mean():.2f}, loss {float(step_losses[k - 1]):.2f}" for k, h in
-             enumerate(hits, start=1)],
+            [f"{nearest[b].mean():.2f}" for b in range(shown)],
+            [f"k={k}: {h.numpy().mean():.2f}, loss {float(step_losses[k - first]):.2f}" for k, h in
+             enumerate(hits, start=first)],
         ]
         rows = [
             ("image", data["images"].numpy()[:shown]),
             ("patch grid", np.stack(mosaics)),
-            ("k=1 hit", np.stack(per_image)),
+            (f"k={first} hit", np.stack(per_image)),
             ("top-1/position", np.stack(means)),
         ]
         batch = int(data["patches"].shape[0])
@@ -316,6 +331,10 @@ class CPC(SSLMethod):
         title = (f"CPC: {n}x{n} grid of {self.options.patch_size}-px patches, stride {self.options.patch_stride}; "
                  f"white = the prediction picks its patch among {candidates}")
         return [save_image_grid(Path(run_dir) / "cpc_grid.png", rows, captions=captions, title=title)]
+
+
+def _first_step(options: CPCOptions) -> int:
+    return first_clear_step(options.patch_size, options.patch_stride) if options.skip_overlapping else 1
 
 
 def _layer_norm_encoder(encoder: keras.Model, make_encoder, encoder_norm: str) -> keras.Model:
