@@ -53,6 +53,24 @@ def first_batch(method, splits, batch_size=16):
     return next(iter(dataset))
 
 
+def fit_one_step(method_name: str, options: dict, **sections):
+    """One optimizer step of a method through Keras' fit on the tiny config; asserts a finite loss and that
+    the evaluated encoder's weights moved. Returns (method, the batch, the step's logs)."""
+    keras.utils.set_random_seed(0)
+    config = tiny_config(method_name, options, **sections)
+    splits = load_splits(config.data)
+    encoder, method = build_models(config, num_classes=len(splits.class_names))
+    method.compile(optimizer=build_optimizer(config.optimizer, steps_per_epoch=1, epochs=1))
+    batch = first_batch(method, splits)
+    before = [w.copy() for w in encoder.get_weights()]
+    history = method.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0, shuffle=False)
+    logs = {name: values[0] for name, values in history.history.items()}
+    assert np.isfinite(logs["loss"]), f"{method_name} {options}: loss is {logs['loss']}"
+    assert any(not np.allclose(a, b) for a, b in zip(before, encoder.get_weights())), \
+        f"{method_name} {options}: one fit step left every encoder weight unchanged"
+    return method, batch, logs
+
+
 def check_method_contract(method_name: str, options: dict, tmp_path, image_size: int = 32, **sections) -> None:
     """Fit step, pretext pictures, config round trip, .keras save/load, SavedModel and TFLite parity.
 

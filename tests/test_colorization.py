@@ -1,4 +1,5 @@
-"""Colorization: ab bins, soft-encoding, prior and rebalancing, annealed mean, loss, L-only encoder, learning."""
+"""Colorization: ab bins, soft-encoding, prior and rebalancing, annealed mean, loss, L-only encoder, the L2
+regression baseline, learning."""
 
 import functools
 
@@ -10,10 +11,11 @@ from sslzoo.color import lab_to_rgb, quantize, rgb_to_lab
 from sslzoo.config import ConfigError
 from sslzoo.data import load_splits
 from sslzoo.backbones import IDENTITY_NORMALIZATION, build_encoder, input_normalization
+from sslzoo.losses import pixel_l2
 from sslzoo.methods import build_method
-from sslzoo.methods.colorization import as_normalized_input
+from sslzoo.methods.colorization import as_normalized_input, masked_pixel_mean
 from sslzoo.training.trainer import build_models
-from tests.harness import CIFAR, check_method_contract, first_batch, tiny_config, train_on_cifar
+from tests.harness import CIFAR, check_method_contract, first_batch, fit_one_step, tiny_config, train_on_cifar
 
 CENTERS = quantize.ab_bins()
 
@@ -274,6 +276,65 @@ def test_unknown_option_key_fails_listing_the_allowed_keys():
 
 def test_colorization_passes_the_method_contract(tmp_path):
     check_method_contract("colorization", {}, tmp_path)
+
+
+# --- loss: regression, the paper's L2 baseline (Eq. 1) -----------------------------------------------------
+
+def test_default_loss_is_the_classification_with_its_logs():
+    method, _ = _method()
+    assert method.options.loss == "classification" and method.options.rebalance
+    assert method.log_names == ("colour_ce", "colour_top1") and method.head.output_shape[-1] == len(CENTERS)
+
+
+def test_pixel_l2_is_half_the_squared_distance_per_pixel():
+    rng = np.random.default_rng(7)
+    predictions, targets = rng.normal(size=(2, 3, 4, 2)), rng.normal(size=(2, 3, 4, 2))
+    np.testing.assert_allclose(pixel_l2(tf.constant(predictions), tf.constant(targets)).numpy(),
+                               0.5 * ((predictions - targets) ** 2).sum(-1), rtol=1e-5)
+    np.testing.assert_array_equal(pixel_l2(tf.constant(targets), tf.constant(targets)).numpy(), 0.0)
+
+
+def test_regression_is_l2_on_ab_over_the_colourful_images():
+    method, splits = _method({"loss": "regression"})
+    batch = first_batch(method, splits, batch_size=8)
+    assert method.log_names == ("colour_l2",) and method.head.output_shape[-1] == 2
+    ab = rgb_to_lab(batch["images"]).numpy()[:, 2::4, 2::4, 1:]
+    np.testing.assert_allclose(batch["ab_targets"].numpy(), ab / 50.0, atol=1e-5)
+    assert "target_indices" not in batch
+    feature_map, _ = method.backbone(batch["images"], training=False)
+    predictions = method.head(feature_map, training=False).numpy()
+    mask = batch["colourful"].numpy()
+    per_pixel = 0.5 * ((predictions - batch["ab_targets"].numpy()) ** 2).sum(-1)
+    expected = (per_pixel * mask[:, None, None]).sum() / (max(mask.sum(), 1) * per_pixel[0].size)
+    loss, logs = method.compute_loss_and_logs(batch, training=False)
+    np.testing.assert_allclose(float(logs["colour_l2"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expected + float(logs["probe_loss"]), rtol=1e-5)
+    # A perfect prediction costs nothing.
+    perfect = {**batch, "ab_targets": tf.constant(predictions)}
+    assert float(method.compute_loss_and_logs(perfect, training=False)[1]["colour_l2"]) == 0.0
+    assert float(masked_pixel_mean(pixel_l2(predictions, predictions), batch["colourful"])) == 0.0
+
+
+def test_regression_fits_no_prior_and_colorizes_with_the_regressed_ab(tmp_path):
+    method, splits = _method({"loss": "regression"})
+    method.prepare(splits.train.images[:50], tmp_path)
+    assert not (tmp_path / "prior.npy").exists()
+    np.testing.assert_array_equal(method.class_weights.numpy(), 1.0)
+    images = tf.constant(splits.val.images[:2], tf.float32) / 255.0
+    colour = method.colorize(images).numpy()
+    assert colour.shape == (2, 32, 32, 3) and colour.min() >= 0.0 and colour.max() <= 1.0
+    assert method.save_pictures(first_batch(method, splits, batch_size=6), tmp_path) == ["colorization.png"]
+
+
+@pytest.mark.parametrize("loss", ["classification", "regression"])
+def test_every_loss_trains_one_step(loss):
+    fit_one_step("colorization", {"loss": loss})
+
+
+def test_bad_loss_names_the_key_and_the_allowed_values():
+    with pytest.raises(ConfigError) as error:
+        build_models(tiny_config("colorization", {"loss": "l2"}), num_classes=0)
+    assert "method.options.loss: 'l2' is not one of 'classification', 'regression'" in str(error.value)
 
 
 # --- learning: the user path on real CIFAR-10 images ------------------------------------------------------

@@ -17,15 +17,17 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def nt_xent_reference(z_1, z_2, temperature):
+def nt_xent_reference(z_1, z_2, temperature, normalize=True):
     """SimCLR Algorithm 1, literally: views interleaved as z_(2k-1), z_(2k) (0-based: 2k, 2k+1).
 
-    l(i, j) = -log exp(s_ij / t) / sum_{k != i} exp(s_ik / t);  L = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)].
+    l(i, j) = -log exp(s_ij / t) / sum_{k != i} exp(s_ik / t);  L = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)],
+    s the cosine similarity, or the dot product without normalisation (Table 5's "no l2 norm" rows).
     """
     n = len(z_1)
     z = np.empty((2 * n, z_1.shape[1]))
     z[0::2], z[1::2] = z_1, z_2
-    sim = [[_cosine(z[i], z[j]) for j in range(2 * n)] for i in range(2 * n)]
+    similarity = _cosine if normalize else (lambda a, b: float(a @ b))
+    sim = [[similarity(z[i], z[j]) for j in range(2 * n)] for i in range(2 * n)]
 
     def loss_term(i, j):
         denominator = sum(math.exp(sim[i][k] / temperature) for k in range(2 * n) if k != i)
@@ -56,6 +58,23 @@ def test_nt_xent_matches_algorithm_1(n, dim, temperature):
     # The logits and labels are the loss's own: their mean cross-entropy is the loss.
     again = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     assert again.numpy() == pytest.approx(loss.numpy(), rel=1e-6)
+
+
+@pytest.mark.parametrize("n, dim, temperature", [(1, 3, 0.5), (4, 8, 0.5), (7, 5, 1.0)])
+def test_nt_xent_without_normalization_scores_dot_products(n, dim, temperature):
+    rng = np.random.default_rng(10 + n)
+    z_1 = (0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+    z_2 = (z_1 + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+    loss, logits, labels = nt_xent(z_1, z_2, temperature, normalize=False)
+    expected = nt_xent_reference(z_1.astype(np.float64), z_2.astype(np.float64), temperature, normalize=False)
+    assert loss.numpy() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert logits.shape == (2 * n, 2 * n) and labels.shape == (2 * n,)
+    # Unlike the cosine, the dot product sees the scale: doubling z changes the loss.
+    if n > 1:
+        doubled, _, _ = nt_xent(2 * z_1, 2 * z_2, temperature, normalize=False)
+        assert abs(float(doubled) - float(loss)) > 1e-3
+        cosine, _, _ = nt_xent(z_1, z_2, temperature)
+        assert float(nt_xent(2 * z_1, 2 * z_2, temperature)[0]) == pytest.approx(float(cosine), rel=1e-5)
 
 
 def test_nt_xent_identical_embeddings_give_log_2n_minus_1():

@@ -1,5 +1,6 @@
 """mlp_head's options for the new methods (output BN without scale and offset, GELU) with its defaults
-unchanged, and DINO's head: its forward pass, the weight-normalised last layer, safe-mode loading."""
+unchanged, SimCLR's projection head in its three forms, and DINO's head: its forward pass, the
+weight-normalised last layer, safe-mode loading."""
 
 import math
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sslzoo.heads import dino_head, mlp_head
+from sslzoo.heads import dino_head, mlp_head, projection_head
 from sslzoo.layers import WeightNormalizedDense
 
 
@@ -29,6 +30,49 @@ def test_mlp_head_defaults_are_unchanged():
     assert not head.get_layer("p_dense1").use_bias and head.get_layer("p_out").use_bias
     plain = mlp_head(8, [16, 16], 4, batch_norm=False)
     assert [type(l).__name__ for l in plain.layers[1:]] == ["Dense", "ReLU", "Dense", "ReLU", "Dense"]
+
+
+def test_projection_head_none_is_the_identity_without_weights():
+    head = projection_head(6, "none", 128)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    np.testing.assert_array_equal(head(x).numpy(), x)
+    assert head.weights == [] and head.output_shape == (None, 6)  # z = h: projection_dim does not apply
+
+
+def test_projection_head_linear_is_one_dense_layer():
+    keras.utils.set_random_seed(0)
+    head = projection_head(6, "linear", 3, hidden_dim=32, depth=4, name="g")
+    assert [type(l).__name__ for l in head.layers[1:]] == ["Dense"]
+    x = np.random.default_rng(1).normal(size=(4, 6)).astype(np.float32)
+    np.testing.assert_allclose(head(x).numpy(), _dense(head.get_layer("g_out"), x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_projection_head_nonlinear_has_depth_hidden_layers_of_the_feature_width(depth):
+    head = projection_head(6, "nonlinear", 3, depth=depth, name="g")
+    dense = [l for l in head.layers if isinstance(l, keras.layers.Dense)]
+    assert [l.units for l in dense] == [6] * depth + [3]  # hidden width 0 = the input's
+    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in head.layers) == depth
+    assert [l.units for l in projection_head(6, "nonlinear", 3, hidden_dim=10, depth=2).layers
+            if isinstance(l, keras.layers.Dense)] == [10, 10, 3]
+
+
+def test_projection_head_depth_one_is_the_mlp_head_simclr_always_had():
+    # Same layers, names and initial weights as the head SimCLR built before the options existed.
+    keras.utils.set_random_seed(5)
+    head = projection_head(8, "nonlinear", 4, name="projector")
+    keras.utils.set_random_seed(5)
+    before = mlp_head(8, [8], 4, batch_norm=True, name="projector")
+    assert head.get_config() == before.get_config()
+    for a, b in zip(head.get_weights(), before.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_projection_head_refuses_unknown_forms():
+    with pytest.raises(ValueError, match="'none', 'linear' or 'nonlinear'"):
+        projection_head(6, "mlp", 3)
+    with pytest.raises(ValueError, match="depth 0"):
+        projection_head(6, "nonlinear", 3, depth=0)
 
 
 def test_last_batch_norm_standardises_the_output_without_scale_or_offset():

@@ -1,5 +1,5 @@
 """MoCo v1/v2: queue FIFO, momentum rule, no gradient into keys, shuffling BN, state in checkpoints,
-config validation, the method contract, pictures, distribution, and learning on CIFAR-10."""
+config validation, the hue option, the method contract, pictures, distribution, and learning on CIFAR-10."""
 
 import collections
 import json
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sslzoo.augment import views
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError
 from sslzoo.layers import grouped_call, shuffled_grouped_call
@@ -248,6 +249,54 @@ def test_version_defaults_follow_the_papers():
     dense = lambda model: [l for l in model.layers if isinstance(l, keras.layers.Dense)]
     assert len(dense(v1.projector)) == 1 and len(dense(v2.projector)) == 2  # v1 fc, v2 MLP
     assert v2.projector.output_shape[-1] == v1.projector.output_shape[-1] == 128
+
+
+# --- hue (main_moco.py: v1 ColorJitter(0.4, 0.4, 0.4, 0.4), v2 (0.4, 0.4, 0.4, 0.1)) ------------------------
+def test_hue_defaults_to_the_value_tied_to_colour_strength():
+    # None keeps today's views bit for bit: the hue range is 0.2 x color_strength (0.1 at s = 0.5).
+    images = tf.random.stateless_uniform([16, 32, 32, 3], seed=[5, 7])
+    default, tied = tiny_moco(), tiny_moco(hue=0.1)
+    assert default.options.hue is None
+    for key in ("view_1", "view_2"):
+        np.testing.assert_array_equal(default.augment(images, tf.zeros([16], tf.int32), tf.constant([1, 2]))[key],
+                                      tied.augment(images, tf.zeros([16], tf.int32), tf.constant([1, 2]))[key])
+    wide = tiny_moco(hue=0.4).augment(images, tf.zeros([16], tf.int32), tf.constant([1, 2]))
+    assert not np.allclose(wide["view_1"], default.augment(images, tf.zeros([16], tf.int32),
+                                                           tf.constant([1, 2]))["view_1"])
+
+
+def test_hue_sets_the_range_of_the_hue_shift_alone():
+    _, default = views.jitter_draws(4096, tf.constant([3, 4]), strength=0.5)
+    _, wide = views.jitter_draws(4096, tf.constant([3, 4]), strength=0.5, hue=0.4)
+    np.testing.assert_array_equal(wide[:, :3], default[:, :3])  # brightness, contrast, saturation unchanged
+    assert np.abs(default[:, 3]).max() <= 0.1 and np.abs(wide[:, 3]).max() <= 0.4
+    assert np.abs(wide[:, 3]).max() > 0.38 and np.mean(np.abs(wide[:, 3]) > 0.1) > 0.7  # ~U(-0.4, 0.4)
+    np.testing.assert_array_equal(views.jitter_draws(16, tf.constant([3, 4]), 0.5, hue=0.0)[1][:, 3], 0.0)
+    # Hue alone (strength 0) still jitters: only the hue turns.
+    images = tf.random.stateless_uniform([8, 16, 16, 3], seed=[1, 1])
+    still = dict(crop_scale=(1.0, 1.0), color_strength=0.0, color_probability=1.0, grayscale_probability=0.0,
+                 flip=False)
+    np.testing.assert_allclose(views.simclr_view(images, tf.constant([1, 2]), **still), images, atol=1e-6)
+    turned = views.simclr_view(images, tf.constant([1, 2]), **still, hue=0.3)
+    assert np.abs(turned - images).max() > 0.05
+
+
+@pytest.mark.parametrize("hue, message", [(0.6, "method.options.hue 0.6: must be <= 0.5"),
+                                          (-0.1, "method.options.hue -0.1: must be >= 0.0"),
+                                          ("wide", "method.options.hue: expected float | null")])
+def test_bad_hue_names_the_key_and_its_range(hue, message):
+    with pytest.raises(ConfigError) as error:
+        build_method("moco", {"hue": hue}, build_encoder("convnet_small", 32, width=0.25))
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("hue", [None, 0.0, 0.4])
+def test_every_hue_trains_one_step(hue):
+    method = compiled(tiny_moco(hue=hue))
+    before = [w.numpy().copy() for w in method.encoder.trainable_weights]
+    fit_once(method, batch_of(method))
+    assert np.isfinite(float(method.trackers["loss"].result()))
+    assert any(not np.allclose(w.numpy(), b) for w, b in zip(method.encoder.trainable_weights, before))
 
 
 @pytest.mark.parametrize("options, batch, fragment", [

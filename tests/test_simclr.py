@@ -1,7 +1,9 @@
-"""SimCLR: the view augmentation's properties (eagerly and in tf.data), the method contract, learning."""
+"""SimCLR: the view augmentation's properties (eagerly and in tf.data), the method contract, the
+ablation options (projection head, evaluated representation, normalisation), learning."""
 
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,8 +12,11 @@ from PIL import Image
 from sslzoo.augment import views
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError
+from sslzoo.heads import mlp_head
 from sslzoo.methods import build_method
-from tests.harness import check_method_contract, train_on_cifar
+from sslzoo.training.trainer import build_models
+from tests.harness import check_method_contract, fit_one_step, tiny_config, train_on_cifar
+from tests.test_contrastive_losses import nt_xent_reference
 
 SEED = tf.constant([3, 7], tf.int32)
 
@@ -218,6 +223,99 @@ def test_unknown_option_fails_listing_the_allowed_keys():
         build_method("simclr", {"queue": 5}, encoder)
     for key in ("temperature", "projection_dim", "global_bn", "crop_scale", "color_strength", "flip"):
         assert key in str(error.value)
+
+
+# --- ablation options (paper section 4.2, Fig. 8; Table 5) ---------------------------------------------------
+def _simclr(options, num_classes=0):
+    keras.utils.set_random_seed(0)
+    return build_method("simclr", options, build_encoder("convnet_small", 32, width=0.25), num_classes=num_classes)
+
+
+def test_default_projector_is_the_head_simclr_always_had():
+    # Defaults reproduce the method from before the options, weight for weight: the same encoder, then
+    # mlp_head(D, [D], 128) with BN, drawn from the same seed.
+    method = _simclr({})
+    keras.utils.set_random_seed(0)
+    encoder = build_encoder("convnet_small", 32, width=0.25)
+    projector = mlp_head(64, [64], 128, batch_norm=True, name="projector")
+    assert method.projector.get_config() == projector.get_config()
+    for a, b in zip(method.encoder.get_weights() + method.projector.get_weights(),
+                    encoder.get_weights() + projector.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert method.encoder.name == "convnet_small" and method.encoder.output_shape == (None, 64)
+
+
+def test_projection_none_makes_z_equal_h():
+    method = _simclr({"projection": "none"})
+    assert method.projector.weights == []
+    data = method.augment(tf.constant(_images()), tf.zeros([8], tf.int32), SEED)
+    features, z_1, _ = method.embed(data["view_1"], data["view_2"], training=True)
+    np.testing.assert_array_equal(z_1.numpy(), features.numpy())
+    assert z_1.shape == (8, 64)  # the encoder's width, not projection_dim
+
+
+@pytest.mark.parametrize("options, widths", [
+    ({"projection": "linear"}, [128]),
+    ({"projection": "nonlinear"}, [64, 128]),
+    ({"projection_depth": 3, "projection_hidden": 32}, [32, 32, 32, 128]),
+])
+def test_projection_options_shape_the_head(options, widths):
+    method = _simclr(options)
+    assert [l.units for l in method.projector.layers if isinstance(l, keras.layers.Dense)] == widths
+
+
+def test_probe_features_z_makes_the_evaluated_encoder_g_of_f():
+    # What the trainer evaluates, saves and exports is `method.encoder` (build_models returns it): with z
+    # it is f followed by g, so the kNN and linear probes, the online probe and the export all see z.
+    encoder, method = build_models(tiny_config("simclr", {"probe_features": "z", "projection_dim": 16}),
+                                   num_classes=10)
+    assert encoder is method.encoder and method.projector is None
+    assert encoder.output_shape == (None, 16)
+    f, g = encoder.get_layer("convnet_small"), encoder.get_layer("projector")
+    images = tf.constant(_images())
+    np.testing.assert_allclose(encoder(images).numpy(), g(f(images)).numpy(), rtol=1e-6, atol=1e-6)
+    assert method.probe.kernel.shape == (16, 10)  # the online probe reads z
+    # The loss trains f and g through it.
+    data = method.augment(images, tf.range(8), SEED)
+    with tf.GradientTape() as tape:
+        loss, _ = method.compute_loss_and_logs(data, training=True)
+    gradients = tape.gradient(loss, f.trainable_variables + g.trainable_variables)
+    assert all(gradient is not None and float(tf.reduce_max(tf.abs(gradient))) > 0 for gradient in gradients)
+
+
+def test_probe_features_z_passes_the_method_contract(tmp_path):
+    # .keras round trip and export of the g(f(x)) encoder (g nested, not a second copy).
+    check_method_contract("simclr", {"probe_features": "z", "projection_dim": 16}, tmp_path)
+
+
+def test_normalize_false_is_nt_xent_on_raw_dot_products():
+    method = _simclr({"normalize": False, "temperature": 0.5})
+    data = method.augment(tf.constant(_images()), tf.zeros([8], tf.int32), SEED)
+    _, z_1, z_2 = method.embed(data["view_1"], data["view_2"], training=False)
+    _, logs = method.compute_loss_and_logs(data, training=False)
+    z_1, z_2 = z_1.numpy().astype(np.float64), z_2.numpy().astype(np.float64)
+    assert float(logs["loss"]) == pytest.approx(nt_xent_reference(z_1, z_2, 0.5, normalize=False), rel=1e-4)
+    assert abs(float(logs["loss"]) - nt_xent_reference(z_1, z_2, 0.5)) > 1e-3  # not the cosine's
+
+
+@pytest.mark.parametrize("options", [
+    {"projection": "none"}, {"projection": "linear"}, {"projection": "nonlinear", "projection_depth": 2},
+    {"probe_features": "h"}, {"probe_features": "z"}, {"normalize": True}, {"normalize": False},
+])
+def test_every_ablation_value_trains_one_step(options):
+    fit_one_step("simclr", {"projection_dim": 16, **options})
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"projection": "mlp"}, "method.options.projection: 'mlp' is not one of 'none', 'linear', 'nonlinear'"),
+    ({"probe_features": "g"}, "method.options.probe_features: 'g' is not one of 'h', 'z'"),
+    ({"projection_depth": 0}, "method.options.projection_depth 0: must be >= 1"),
+    ({"normalize": "no"}, "method.options.normalize: expected true/false"),
+])
+def test_bad_ablation_values_name_the_key_and_the_allowed_values(options, message):
+    with pytest.raises(ConfigError) as error:
+        _simclr(options)
+    assert message in str(error.value)
 
 
 def test_simclr_beats_random_init_on_cifar(tmp_path):

@@ -1,5 +1,7 @@
-"""Split-brain autoencoders: L bins, the two half-width sub-networks, targets, contract, pictures, learning."""
+"""Split-brain autoencoders: L bins, the two half-width sub-networks, targets, contract, pictures, the
+ablation options (one half's features; regression per direction), learning."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,12 +10,15 @@ from sslzoo.backbones import build_encoder
 from sslzoo.color import lab_to_rgb, quantize, rgb_to_lab
 from sslzoo.config import ConfigError
 from sslzoo.data import load_splits
+from sslzoo.losses import pixel_l2
 from sslzoo.methods import build_method
+from sslzoo.methods.splitbrain import direction_loss
 from sslzoo.training.trainer import build_models
-from tests.harness import check_method_contract, first_batch, tiny_config, train_on_cifar
+from tests.harness import check_method_contract, first_batch, fit_one_step, tiny_config, train_on_cifar
 
 
 def _method(options=None, encoder_width=0.25):
+    keras.utils.set_random_seed(0)
     config = tiny_config("splitbrain", options or {}, encoder={"name": "convnet_small",
                                                                "options": {"width": encoder_width}})
     splits = load_splits(config.data)
@@ -116,6 +121,109 @@ def test_pictures_are_written_as_png(tmp_path):
 
 def test_splitbrain_passes_the_method_contract(tmp_path):
     check_method_contract("splitbrain", {}, tmp_path)
+
+
+# --- ablation options (SB-paper Table 2: one half alone; (reg, reg) and the regression directions) ----------
+def test_defaults_keep_the_joint_encoder_and_the_cl_cl_logs():
+    method, _ = _method()
+    assert method.other_half is None and method.get_config()["other_half"] is None
+    assert method.log_names == ("ab_ce", "l_ce", "ab_top1", "l_top1")
+    assert method.options.features == "both"
+    assert (method.options.l_to_ab_loss, method.options.ab_to_l_loss) == ("classification", "classification")
+
+
+@pytest.mark.parametrize("features, kept, other, columns", [
+    ("l", "l_to_ab_net", "ab_to_l_net", slice(0, 32)), ("ab", "ab_to_l_net", "l_to_ab_net", slice(32, 64))])
+def test_features_l_or_ab_evaluate_that_half_alone(features, kept, other, columns):
+    both, splits = _method()
+    method, _ = _method({"features": features})
+    encoder_layers = {layer.name for layer in method.encoder.layers}
+    assert kept in encoder_layers and other not in encoder_layers
+    assert other in {layer.name for layer in method.other_half.layers}
+    # Same seed, same weights: the half's features are exactly its columns of the joint features.
+    images = tf.constant(splits.val.images[:4], tf.float32) / 255.0
+    assert method.encoder.output_shape == (None, 32)
+    np.testing.assert_allclose(method.encoder(images).numpy(), both.encoder(images).numpy()[:, columns],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_each_direction_trains_only_its_own_half():
+    # The halves share no weight and no loss term, so evaluating F1 alone (features: l) is the paper's
+    # L -> ab row: the ab loss reaches F1 and not F2, the L loss F2 and not F1, also with one half outside
+    # the evaluated encoder.
+    method, splits = _method({"features": "l"})
+    batch = first_batch(method, splits, batch_size=4)
+    f1 = method.encoder.get_layer("l_to_ab_net").trainable_variables
+    f2 = method.other_half.get_layer("ab_to_l_net").trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        _, logs = method.compute_loss_and_logs(batch, training=True)
+    for loss, reached, untouched in ((logs["ab_ce"], f1, f2), (logs["l_ce"], f2, f1)):
+        assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in tape.gradient(loss, reached))
+        assert all(g is None for g in tape.gradient(loss, untouched))
+
+
+def test_regression_directions_predict_the_scaled_channels():
+    method, splits = _method({"l_to_ab_loss": "regression", "ab_to_l_loss": "regression"})
+    batch = first_batch(method, splits, batch_size=4)
+    lab = rgb_to_lab(batch["images"]).numpy()[:, 2::4, 2::4]
+    np.testing.assert_allclose(batch["ab_targets"].numpy(), lab[..., 1:] / 50.0, atol=1e-5)
+    np.testing.assert_allclose(batch["l_targets"].numpy(), (lab[..., :1] - 50.0) / 50.0, atol=1e-5)
+    ab_out, l_out, _ = method.predict_logits(batch["images"])
+    assert ab_out.shape == (4, 8, 8, 2) and l_out.shape == (4, 8, 8, 1)
+    assert method.log_names == ("ab_l2", "l_l2")
+    loss, logs = method.compute_loss_and_logs(batch, training=False)
+    # Eq. 1: 1/2 ||y - y_hat||^2 per pixel, averaged over pixels.
+    for name, out, target in (("ab_l2", ab_out, batch["ab_targets"]), ("l_l2", l_out, batch["l_targets"])):
+        expected = 0.5 * np.mean(np.sum((out.numpy() - target.numpy()) ** 2, axis=-1))
+        np.testing.assert_allclose(float(logs[name]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(logs["ab_l2"] + logs["l_l2"] + logs["probe_loss"]), rtol=1e-6)
+    assert "ab_ce" not in logs and "l_top1" not in logs
+
+
+def test_a_perfect_regression_costs_nothing():
+    targets = tf.random.stateless_normal([2, 8, 8, 2], seed=[1, 2])
+    logs = {}
+    assert float(direction_loss("ab", targets, targets, "regression", logs)) == 0.0 and logs == {"ab_l2": 0.0}
+    np.testing.assert_array_equal(pixel_l2(targets, targets).numpy(), np.zeros((2, 8, 8)))
+    np.testing.assert_allclose(pixel_l2(targets + 1.0, targets).numpy(), np.ones((2, 8, 8)), rtol=1e-6)  # 2 x 1/2
+
+
+def test_directions_mix_classification_and_regression():
+    method, splits = _method({"ab_to_l_loss": "regression"})
+    batch = first_batch(method, splits, batch_size=4)
+    assert method.log_names == ("ab_ce", "l_l2", "ab_top1")
+    ab_out, l_out, _ = method.predict_logits(batch["images"])
+    assert ab_out.shape == (4, 8, 8, len(quantize.ab_bins())) and l_out.shape == (4, 8, 8, 1)
+    assert batch["ab_targets"].dtype == tf.int32 and batch["l_targets"].dtype == tf.float32
+
+
+def test_regression_pictures_are_written(tmp_path):
+    method, splits = _method({"features": "ab", "l_to_ab_loss": "regression", "ab_to_l_loss": "regression"})
+    assert method.save_pictures(first_batch(method, splits, batch_size=6), tmp_path) == ["splitbrain.png"]
+
+
+@pytest.mark.parametrize("options", [
+    {"features": "l"}, {"features": "ab"}, {"l_to_ab_loss": "regression"}, {"ab_to_l_loss": "regression"},
+    {"features": "both", "l_to_ab_loss": "classification", "ab_to_l_loss": "classification"},
+])
+def test_every_ablation_value_trains_one_step(options):
+    fit_one_step("splitbrain", options)
+
+
+def test_one_half_with_regression_passes_the_method_contract(tmp_path):
+    # The other half is a part of its own: it round-trips through .keras; the export holds one half.
+    check_method_contract("splitbrain", {"features": "ab", "ab_to_l_loss": "regression"}, tmp_path)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"features": "rgb"}, "method.options.features: 'rgb' is not one of 'both', 'l', 'ab'"),
+    ({"l_to_ab_loss": "l1"}, "method.options.l_to_ab_loss: 'l1' is not one of 'classification', 'regression'"),
+    ({"ab_to_l_loss": "reg"}, "method.options.ab_to_l_loss: 'reg' is not one of 'classification', 'regression'"),
+])
+def test_bad_ablation_values_name_the_key_and_the_allowed_values(options, message):
+    with pytest.raises(ConfigError) as error:
+        build_models(tiny_config("splitbrain", options), num_classes=0)
+    assert message in str(error.value)
 
 
 # --- learning: the user path on real CIFAR-10 images ------------------------------------------------------

@@ -182,20 +182,22 @@ def _jitter_each(images, order, factors):
 _jitter_compiled = tf.function(_jitter_each, jit_compile=True)
 
 
-def jitter_draws(batch, seed: tf.Tensor, strength: float, apply=None):
+def jitter_draws(batch, seed: tf.Tensor, strength: float, apply=None, hue: Optional[float] = None):
     """Per-image jitter parameters: (order int32 [B, 4], factors float32 [B, 4]).
 
     Brightness, contrast and saturation factors ~ U(1 - 0.8s, 1 + 0.8s), hue shift ~ U(-0.2s, 0.2s) of a
-    full turn, in an order drawn per image (the official code's `random_order=True`); where `apply` (bool
-    [B]) is False the order is all `_SKIP` and the image is left as it is.
+    full turn (U(-hue, hue) when `hue` is given: torchvision's ColorJitter hue, e.g. MoCo v1's 0.4), in an
+    order drawn per image (the official code's `random_order=True`); where `apply` (bool [B]) is False the
+    order is all `_SKIP` and the image is left as it is.
     """
     b_seed, c_seed, s_seed, h_seed, order_seed = split_seed(seed, 5)
     amount = 0.8 * strength
+    hue = 0.2 * strength if hue is None else hue
     factors = tf.stack([
         _uniform(b_seed, [batch], max(0.0, 1.0 - amount), 1.0 + amount),
         _uniform(c_seed, [batch], max(0.0, 1.0 - amount), 1.0 + amount),
         _uniform(s_seed, [batch], max(0.0, 1.0 - amount), 1.0 + amount),
-        _uniform(h_seed, [batch], -0.2 * strength, 0.2 * strength),
+        _uniform(h_seed, [batch], -hue, hue),
     ], axis=1)
     # argsort of uniform noise is a uniformly random permutation per image.
     order = tf.argsort(_uniform(order_seed, [batch, 4], 0.0, 1.0), axis=1)
@@ -284,6 +286,7 @@ def simclr_view(
     blur_probability: float = 0.0,
     flip: bool = True,
     size: Optional[int] = None,
+    hue: Optional[float] = None,
 ) -> tf.Tensor:
     """One SimCLR view of every image: crop -> flip -> colour jitter (p) -> grayscale (p) -> blur (p).
 
@@ -299,6 +302,7 @@ def simclr_view(
         flip: horizontal flips with p = 0.5.
         size: side of the view in pixels (None: the input's S). A smaller side resamples the crop straight
             to it (multi-crop's local crops), and the colour and blur work runs at that size.
+        hue: the jitter's hue shift range, a fraction of a turn (None: 0.2 x color_strength, SimCLR's).
     Returns:
         float32 [B, size, size, 3] in [0, 1].
     """
@@ -309,8 +313,8 @@ def simclr_view(
     batch = tf.shape(images)[0]
     boxes = crop_boxes_and_flips(batch, crop_seed, crop_scale, flip)
     draws = _uniform(apply_seed, [3, batch], 0.0, 1.0)
-    jitter = color_probability > 0 and color_strength > 0
-    order, factors = jitter_draws(batch, jitter_seed, color_strength, apply=draws[0] < color_probability)
+    jitter = color_probability > 0 and (color_strength > 0 or bool(hue))
+    order, factors = jitter_draws(batch, jitter_seed, color_strength, apply=draws[0] < color_probability, hue=hue)
     images = _view_compiled(images, boxes, order, factors, draws[1] < grayscale_probability, jitter, size)
     if blur_probability > 0:
         kernel_size = _blur_kernel_size(static_shape[1])

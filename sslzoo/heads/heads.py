@@ -50,6 +50,45 @@ def mlp_head(
     return keras.Model(inputs, outputs, name=name)
 
 
+def projection_head(
+    input_dim: int,
+    kind: Literal["none", "linear", "nonlinear"],
+    output_dim: int,
+    hidden_dim: int = 0,
+    depth: int = 1,
+    batch_norm: bool = True,
+    name: str = "projector",
+) -> keras.Model:
+    """SimCLR's projection head g: features h [N, D] -> projections z, in the three forms of its Fig. 8.
+
+    Args:
+        input_dim: D of h.
+        kind: "none" (z = h, [N, D]: an identity model without weights), "linear" (one Dense to
+            `output_dim`, with bias), "nonlinear" (`depth` hidden Dense -> [BN] -> ReLU layers of
+            `hidden_dim`, then a Dense to `output_dim`: `mlp_head`, so depth 1 is the paper's
+            g(h) = W2 ReLU(W1 h)).
+        output_dim: width of z for "linear" and "nonlinear".
+        hidden_dim: width of the hidden layers (0 = D, the paper's choice).
+        depth: hidden layers of "nonlinear" (>= 1; SimCLR v2 studies 2 and 3).
+        batch_norm: BN after each hidden Dense ("nonlinear" only: "linear" has no hidden layer).
+        name: model name.
+    Reference: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
+    Representations", ICML 2020 (section 4.2, Fig. 8); Chen et al., "Big Self-Supervised Models are Strong
+    Semi-Supervised Learners", NeurIPS 2020 (deeper heads).
+    """
+    if kind == "none":
+        inputs = keras.Input((input_dim,), name=f"{name}_input")
+        return keras.Model(inputs, layers.Identity(name=f"{name}_identity")(inputs), name=name)
+    if kind == "linear":
+        return mlp_head(input_dim, [], output_dim, batch_norm=False, name=name)
+    if kind == "nonlinear":
+        if depth < 1:
+            raise ValueError(f"depth {depth}: a nonlinear head needs at least 1 hidden layer")
+        return mlp_head(input_dim, [hidden_dim or input_dim] * depth, output_dim, batch_norm=batch_norm,
+                        name=name)
+    raise ValueError(f"kind {kind!r}: use 'none', 'linear' or 'nonlinear'")
+
+
 def _mlp(x, hidden_dims, output_dim, batch_norm, name, activation, last_batch_norm, kernel_initializer,
          output_bias=None):
     for i, width in enumerate(hidden_dims):

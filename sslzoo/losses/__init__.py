@@ -6,17 +6,18 @@ noncontrastive: BYOL's and SimSiam's regression to a stopped target; Barlow Twin
     VICReg's variance/covariance terms, with statistics of the global batch across replicas.
 distillation: DINO's cross-entropy between the centred, sharpened teacher and the student, and its centre.
 cpc: CPC's InfoNCE of row-ahead predictions against patch encodings of the same and other images.
-reconstruction: the context encoder's overlap-weighted masked L2 and its adversarial losses.
+reconstruction: colour regression's per-pixel L2; the context encoder's overlap-weighted masked L2 and its
+    adversarial losses.
 """
 
 from sslzoo.losses.contrastive import info_nce, moco_v3_loss, nt_xent
 from sslzoo.losses.cpc import cpc_loss
 from sslzoo.losses.distillation import dino_center_update, dino_loss
 from sslzoo.losses.noncontrastive import barlow_twins_loss, byol_loss, simsiam_loss, vicreg_loss
-from sslzoo.losses.reconstruction import discriminator_loss, generator_adversarial_loss, masked_l2
+from sslzoo.losses.reconstruction import discriminator_loss, generator_adversarial_loss, masked_l2, pixel_l2
 
 __all__ = [
     "barlow_twins_loss", "byol_loss", "cpc_loss", "dino_center_update", "dino_loss", "discriminator_loss",
-    "generator_adversarial_loss", "info_nce", "masked_l2", "moco_v3_loss", "nt_xent", "simsiam_loss",
+    "generator_adversarial_loss", "info_nce", "masked_l2", "moco_v3_loss", "nt_xent", "pixel_l2", "simsiam_loss",
     "vicreg_loss",
 ]

@@ -48,14 +48,14 @@ def _gather_global(z_1: tf.Tensor, z_2: tf.Tensor, cross_replica: bool):
 
 
 def nt_xent(
-    z_1: tf.Tensor, z_2: tf.Tensor, temperature: float, *, cross_replica: bool = True
+    z_1: tf.Tensor, z_2: tf.Tensor, temperature: float, *, cross_replica: bool = True, normalize: bool = True
 ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """SimCLR's normalized temperature-scaled cross-entropy over the 2N views of a batch.
 
     For anchor i with positive j: l(i, j) = -log[exp(s_ij / t) / sum_{k != i} exp(s_ik / t)], s the cosine
-    similarity; the loss is the mean of l over all 2N anchors (paper, Algorithm 1:
-    L = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)]). The official code sums the two directions instead
-    (2x this value); learning rates here follow the paper's mean.
+    similarity (the dot product with `normalize=False`); the loss is the mean of l over all 2N anchors
+    (paper, Algorithm 1: L = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)]). The official code sums the two
+    directions instead (2x this value); learning rates here follow the paper's mean.
 
     Args:
         z_1: projections of the first views, [n, D] (n = this replica's batch); normalized here.
@@ -64,6 +64,8 @@ def nt_xent(
         cross_replica: inside a `tf.distribute` replica context with more than one replica, take the
             negatives from the global batch (all-gather); False keeps only this replica's views
             (what many libraries do by accident: fewer, and easier, negatives).
+        normalize: L2-normalise z (cosine similarity, the paper's); False scores raw dot products, the
+            "without l2 norm" rows of the paper's Table 5.
     Returns:
         loss: scalar, the mean over this replica's 2n anchors. With R replicas each holding n = N/R
             images, (1/R) * sum of the per-replica losses is the global-batch loss.
@@ -73,9 +75,12 @@ def nt_xent(
             similarity with itself is set to about -1e9/t, leaving 2N-1 candidates.
         labels: [2n] int32, the column of each anchor's positive.
     Reference: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
-    Representations", ICML 2020 (Eq. 1, Algorithm 1).
+    Representations", ICML 2020 (Eq. 1, Algorithm 1; Table 5).
     """
-    z_1, z_2 = _normalize(z_1), _normalize(z_2)
+    if normalize:
+        z_1, z_2 = _normalize(z_1), _normalize(z_2)
+    else:
+        z_1, z_2 = tf.cast(z_1, tf.float32), tf.cast(z_2, tf.float32)
     global_1, global_2, offset = _gather_global(z_1, z_2, cross_replica)
     local_batch = tf.shape(z_1)[0]
     global_batch = tf.shape(global_1)[0]

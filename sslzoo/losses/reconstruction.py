@@ -1,6 +1,7 @@
-"""Context-encoder losses (Pathak et al., CVPR 2016) as pure functions: tensors in, tensors out.
+"""Reconstruction losses as pure functions, tensors in, tensors out: colour regression's per-pixel L2
+(`pixel_l2`; Zhang et al. 2016 and 2017) and the context encoder's losses (Pathak et al., CVPR 2016).
 
-With M = 1 on dropped pixels and F the context encoder:
+For the context encoder, with M = 1 on dropped pixels and F the context encoder:
     L_rec = || M * (x - F((1 - M) * x)) ||^2                       (weighted: overlap ring 10x, see below)
     L_adv = max_D  E[log D(x) + log(1 - D(F((1 - M) * x)))]
     L     = lambda_rec * L_rec + lambda_adv * L_adv,   lambda_rec = 0.999, lambda_adv = 0.001.
@@ -34,6 +35,17 @@ def masked_l2(predictions: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) ->
     squared = tf.square(predictions - tf.cast(targets, tf.float32))
     weights = tf.broadcast_to(tf.cast(weights, tf.float32), tf.shape(squared))
     return tf.reduce_mean(weights * squared)
+
+
+def pixel_l2(predictions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """1/2 ||y - y_hat||^2 per pixel, summed over channels: [B, h, w, C] twice -> [B, h, w] float32.
+
+    The summand of colorization's regression baseline, L2(Y_hat, Y) = 1/2 sum_{h,w} ||Y_hw - Y_hat_hw||^2
+    (Zhang et al. 2016, Eq. 1), which split-brain's regression arms use for either direction (Zhang et al.
+    2017, Eq. 1); callers average it over the pixels that count.
+    """
+    difference = tf.cast(predictions, tf.float32) - tf.cast(targets, tf.float32)
+    return 0.5 * tf.reduce_sum(tf.square(difference), axis=-1)
 
 
 def discriminator_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:

@@ -2,7 +2,8 @@
 
     lab = rgb_to_lab(images); the network sees L only and predicts, at 1/4 resolution, a distribution
     over the Q in-gamut ab bins; the target is the soft-encoded true ab; the loss is cross-entropy,
-    optionally rebalanced towards rare colours by the training set's colour prior.
+    optionally rebalanced towards rare colours by the training set's colour prior. `loss: regression` is
+    the paper's L2 baseline instead: the network regresses ab itself.
 
 The evaluated and exported encoder takes RGB like every other encoder and computes L inside itself
 (`lightness_encoder`), so downstream users see the features of L, as in the paper.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import keras
 import numpy as np
@@ -24,6 +25,7 @@ from sslzoo.color import lab_to_rgb, lightness, rgb_to_lab
 from sslzoo.color import quantize
 from sslzoo.config import ConfigError, option
 from sslzoo.files import atomic_write
+from sslzoo.losses import pixel_l2
 from sslzoo.methods.base import SSLMethod, require
 from sslzoo.pictures import save_image_grid
 from sslzoo.registry import register_method
@@ -36,6 +38,10 @@ class ColorizationOptions:
     # Paper: 5; the released code: 10.
     neighbors: int = option(5, "soft-encoding over the k nearest bins (paper: 5)", ge=1)
     sigma: float = option(5.0, "soft-encoding Gaussian (paper: 5)", gt=0)
+    # Paper Sec. 2.1, Eq. 1: the L2 baseline, which averages multimodal colours towards grey.
+    loss: Literal["classification", "regression"] = option(
+        "classification", "cross-entropy over the ab bins (paper) or L2 on ab / 50 (the paper's L2 baseline; "
+                          "the bin, soft-encoding and rebalancing keys then do nothing)")
     rebalance: bool = option(True, "class rebalancing by the smoothed colour prior (paper: on)")
     rebalance_lambda: float = option(0.5, "mix of the prior with uniform (paper: 1/2)", ge=0, le=1)
     prior_sigma: float = option(5.0, "smoothing of the prior (paper: 5)", gt=0)
@@ -57,6 +63,8 @@ class ColorizationOptions:
 # The encoder's input: z = (L - 50) / 50 in [-1, 1], the paper's L - 50 up to a scale the first conv absorbs.
 L_CENTER = 50.0
 L_SCALE = 50.0
+# ab as a network sees or predicts it: ab / 50 (sRGB's a, b stay within about +-110).
+AB_SCALE = 50.0
 # Greyscale photos (no |a| or |b| above 5 among the target pixels) carry no colour signal (NonGrayMaskLayer).
 GREY_THRESHOLD = 5.0
 
@@ -161,7 +169,7 @@ class Colorization(SSLMethod):
             (`lightness_encoder` around the configured encoder, built by `build_parts`), with a
             "feature_map" layer; the evaluated and exported encoder.
         head: part mapping the feature map to logits [N, S / stride, S / stride, Q] over the in-gamut
-            ab bins.
+            ab bins; with `loss: regression`, to ab / 50 [N, S / stride, S / stride, 2].
     The colour prior p (fitted by `prepare` on the training images) and the rebalancing weights w live in
     non-trainable variables, so checkpoints and saved models carry them; before `prepare` p is uniform.
     Reference: Zhang, Isola, Efros, "Colorful Image Colorization", ECCV 2016.
@@ -179,7 +187,7 @@ class Colorization(SSLMethod):
     @classmethod
     def build_parts(cls, options, encoder, make_encoder=None):
         image_size = int(encoder.input_shape[1])
-        num_bins = len(quantize.ab_bins(options.grid_size))
+        num_bins = 2 if options.loss == "regression" else len(quantize.ab_bins(options.grid_size))
         try:
             map_shape = encoder.get_layer(FEATURE_MAP).output.shape[1:]
         except ValueError as error:
@@ -192,8 +200,12 @@ class Colorization(SSLMethod):
     def setup(self):
         self.centers = quantize.ab_bins(self.options.grid_size)
         num_bins = len(self.centers)
-        if int(self.head.output_shape[-1]) != num_bins:
-            raise ConfigError(f"colorization head predicts {self.head.output_shape[-1]} bins, the grid has {num_bins}")
+        outputs = 2 if self.regression else num_bins
+        if int(self.head.output_shape[-1]) != outputs:
+            raise ConfigError(f"colorization head predicts {self.head.output_shape[-1]} values per pixel, "
+                              f"{self.options.loss} needs {outputs}")
+        if self.regression:
+            self.log_names = ("colour_l2",)
         self.backbone = keras.Model(
             self.encoder.inputs, [self.encoder.get_layer(FEATURE_MAP).output, self.encoder.outputs[0]],
             name="backbone",
@@ -206,16 +218,25 @@ class Colorization(SSLMethod):
             shape=(num_bins,), initializer="ones", trainable=False, name="class_weights"
         )
 
+    @property
+    def regression(self) -> bool:
+        return self.options.loss == "regression"
+
     def augment(self, images, labels, seed):
         options = self.options
         images = augment_images(images, seed, options.crop_padding, options.flip)
         ab = rgb_to_lab(subsample(images, options.prediction_stride))[..., 1:]
+        if self.regression:
+            return {"images": images, "ab_targets": ab / AB_SCALE, "colourful": nongrey(ab), "labels": labels}
         indices, weights = quantize.soft_encode(ab, self.centers, options.neighbors, options.sigma)
         return {"images": images, "target_indices": indices, "target_weights": weights,
                 "colourful": nongrey(ab), "labels": labels}
 
     def prepare(self, train_images: np.ndarray, run_dir: Optional[Path]) -> None:
-        """p from the training images' target pixels; p~ and w from p (deterministic)."""
+        """p from the training images' target pixels; p~ and w from p (deterministic). The L2 baseline
+        has no bins to weigh: nothing to fit."""
+        if self.regression:
+            return
         options = self.options
         prior = colour_prior(train_images, self.centers, options.prediction_stride, options.grid_size)
         smoothed = quantize.smooth_prior(prior, self.centers, options.prior_sigma)
@@ -227,6 +248,11 @@ class Colorization(SSLMethod):
     def compute_loss_and_logs(self, data, training):
         feature_map, features = self.backbone(data["images"], training=training)
         logits = tf.cast(self.head(feature_map, training=training), tf.float32)
+        if self.regression:
+            # Greyscale photos stay out here too: their all-zero ab would pull the regression towards grey.
+            loss = masked_pixel_mean(pixel_l2(logits, data["ab_targets"]), data["colourful"])
+            logs = {"loss": loss, "colour_l2": loss}
+            return self.add_probe_loss(loss, features, data, logs), logs
         indices, weights = data["target_indices"], data["target_weights"]
         cross_entropy = quantize.soft_cross_entropy(logits, indices, weights)  # [B, h, w]
         mask = data["colourful"]
@@ -241,20 +267,22 @@ class Colorization(SSLMethod):
         return loss, logs
 
     def colorize(self, images: tf.Tensor) -> tf.Tensor:
-        """RGB [N, S, S, 3] -> the annealed-mean colorization of its L, RGB [N, S, S, 3]."""
+        """RGB [N, S, S, 3] -> the annealed-mean (or regressed) colorization of its L, RGB [N, S, S, 3]."""
         feature_map, _ = self.backbone(images, training=False)
         logits = self.head(feature_map, training=False)
+        if self.regression:
+            return combine_l_ab(lightness(images), tf.cast(logits, tf.float32) * AB_SCALE)
         ab = quantize.annealed_mean_from_logits(logits, self.centers, self.options.temperature)
         return combine_l_ab(lightness(images), ab)
 
     def save_pictures(self, data, run_dir):
         images = data["images"][:12]
         grey = lab_to_rgb(tf.concat([lightness(images), tf.zeros_like(images[..., :2])], axis=-1))
-        rows = [("L (input)", grey.numpy()),
-                (f"prediction T={self.options.temperature:g}", self.colorize(images).numpy()),
-                ("original", images.numpy())]
+        how = "L2-regressed ab" if self.regression else "annealed-mean ab"
+        label = "L2 regression" if self.regression else f"prediction T={self.options.temperature:g}"
+        rows = [("L (input)", grey.numpy()), (label, self.colorize(images).numpy()), ("original", images.numpy())]
         return [save_image_grid(Path(run_dir) / "colorization.png", rows,
-                                title="colorization: L input, annealed-mean ab with the true L, original")]
+                                title=f"colorization: L input, {how} with the true L, original")]
 
 
 def combine_l_ab(l_channel: tf.Tensor, ab: tf.Tensor) -> tf.Tensor:

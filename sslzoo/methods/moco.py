@@ -31,7 +31,8 @@ class MoCoOptions(ViewOptions):
     """MoCo v1/v2's hyperparameters (card ## 9: builder.py / main_moco.py) and its view augmentation.
 
     None (temperature, color_probability, blur_probability) = the version's own value (VERSION_DEFAULTS),
-    filled in on construction, so the options a method runs with (and records) hold numbers only.
+    filled in on construction, so the options a method runs with (and records) hold numbers only. `hue`
+    None stays None: the hue range follows color_strength (0.2 x s), wherever s comes from.
     """
 
     version: Literal[1, 2] = option(2, "1 (MoCo) or 2 (MoCo v2: MLP head, tau 0.2, blur)")
@@ -56,6 +57,11 @@ class MoCoOptions(ViewOptions):
     # "aug+"; zoo configs turn it off at 32x32.
     blur_probability: float | None = option(
         None, "chance of a Gaussian blur (None: v1 0.0, v2 0.5)", ge=0.0, le=1.0)
+    # main_moco.py: v1 ColorJitter(0.4, 0.4, 0.4, 0.4), v2 (0.4, 0.4, 0.4, 0.1). SimCLR's jitter ties hue
+    # to the other three (0.2s against 0.8s), which gives v2's 0.1 at s = 0.5 but not v1's 0.4.
+    hue: float | None = option(
+        None, "hue shift range of the colour jitter, a fraction of a turn (None: 0.2 x color_strength; "
+              "main_moco.py: v1 0.4, v2 0.1)", ge=0.0, le=0.5)
 
     def __post_init__(self):
         require(self.version in VERSION_DEFAULTS, f"version {self.version!r}: use 1 (MoCo) or 2 (MoCo v2)")
@@ -113,7 +119,7 @@ class MoCo(SSLMethod):
 
     # --- the two encoders -------------------------------------------------------------------------
     def augment(self, images, labels, seed):
-        view_1, view_2 = two_views(images, seed, **self.options.as_kwargs())
+        view_1, view_2 = two_views(images, seed, **self.options.as_kwargs(), hue=self.options.hue)
         return {"images": images, "view_1": view_1, "view_2": view_2, "labels": labels}
 
     def compute_queries(self, images, training):
