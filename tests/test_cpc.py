@@ -369,9 +369,12 @@ def test_save_pictures_writes_a_png(tmp_path):
 # config (grid features, batch 32, Adam 2e-3, candidates from groups of 16 images = 784). Measured on the
 # 2-core CPU with other agents' jobs running (load 1.5-3.5): 116 s for the whole run, 63 s of it training
 # at 227 images/s. kNN 31.62 vs 28.00 at random init (+3.6), linear 39.38 vs 30.50 (+8.9); validation CPC
-# top-1 6.7% (chance 0.13%). The asserted margins are half the measured gains.
-KNN_MARGIN = 1.8
-LINEAR_MARGIN = 4.4
+# top-1 6.7% (chance 0.13%). Seeds 1 and 2 of the same command (2026-11-30): kNN +2.4 / +3.8, linear +3.8 /
+# +4.1 (their random-init linear baselines 36.2 / 33.1 differ from seed 0's 30.5 by more than the gains do).
+# The asserted margins are half the smallest gain of the three seeds (they were half of seed 0's alone,
+# which seeds 1 and 2 would have failed on the linear probe).
+KNN_MARGIN = 1.2
+LINEAR_MARGIN = 1.8
 
 
 @pytest.fixture(scope="module")
