@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(name: str, argv: List[str]) -> int:
     """Runs command `name` with `argv`; returns its exit code."""
     command = COMMANDS[name]
+    _check_module(name, command)  # a missing module is reported before TensorFlow is started for it
     if not command.quiets_itself:
         from sslzoo.startup import quiet_tensorflow
 
@@ -103,15 +105,23 @@ def run(name: str, argv: List[str]) -> int:
     return code if isinstance(code, int) else 0
 
 
+def _check_module(name: str, command: Command) -> None:
+    module_name = command.target.partition(":")[0]
+    if sys.modules.get(module_name) is not None:
+        return
+    try:
+        found = importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        found = False
+    if not found:
+        _fail(f"sslzoo {name}: this sslzoo has no {module_name} module ({command.target} runs the command); "
+              f"update to a version of sslzoo that has {module_name.replace('.', '/')}.py (in a checkout: "
+              "git pull, then pip install . again)")
+
+
 def _load(name: str, command: Command):
     module_name, _, function_name = command.target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise  # the module is there; something it imports is not: keep the real error
-        _fail(f"sslzoo {name}: this installation has no {module_name} module ({command.target} runs the "
-              f"command); install an sslzoo version that ships it, e.g. pip install --upgrade sslzoo")
+    module = importlib.import_module(module_name)  # a module it imports that is missing keeps its own error
     function = getattr(module, function_name, None)
     if function is None and callable(getattr(module, "main", None)):
         # A module with one main for several commands takes the command's name first.

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import types
 from pathlib import Path
 
 import pytest
@@ -59,11 +60,13 @@ def test_arguments_reach_the_command_unchanged_and_in_order(monkeypatch):
     from sslzoo import cli
 
     seen = {}
-    monkeypatch.setitem(cli.COMMANDS, "report", cli.Command("json:dumps", "stand-in", quiets_itself=True))
-    monkeypatch.setattr("json.dumps", lambda argv: seen.setdefault("argv", argv) and 0)
+    stand_in = types.ModuleType("sslzoo_stand_in")
+    stand_in.main = lambda argv: seen.update(argv=argv, prog=sys.argv[0]) or 7
+    monkeypatch.setitem(sys.modules, "sslzoo_stand_in", stand_in)
+    monkeypatch.setitem(cli.COMMANDS, "report", cli.Command("sslzoo_stand_in:main", "stand-in", quiets_itself=True))
     argv = ["--config", "x", "--set", "a=1", "b=[0,1]", "-h", "pos", "--output", "-1"]
-    assert cli.main(["report", *argv]) == 0
-    assert seen["argv"] == argv
+    assert cli.main(["report", *argv]) == 7
+    assert seen == {"argv": argv, "prog": "sslzoo report"}
 
 
 def test_a_command_whose_module_is_missing_says_so(monkeypatch, capsys):
