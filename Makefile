@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both install first.
 PYTHON ?= python3
-# TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) hides the progress bars.
+# The commands hide TensorFlow's C++ start-up chatter themselves (README "Quiet start"); level 2 also drops
+# TensorFlow's C++ warnings from the test logs.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install demo test bench

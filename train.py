@@ -1,10 +1,10 @@
-"""Pretrain a self-supervised encoder, evaluate it, and write the run folder.
+"""Pretrain a self-supervised encoder, evaluate it, and write the run folder: the checkout's entry point
+of `sslzoo train`.
 
     python train.py --config zoo_configs/rotnet_convnet_small_cifar10.yaml \
-        [--set data.source=folder data.path=../shared/data/cifar10/train trainer.epochs=1] \
-        [--output runs/<name>] [--eval-only]
+        [--set data.source=folder data.path=photos/ trainer.epochs=1] [--output runs/<name>] [--eval-only]
 
-The same command as `python -m sslzoo.training` (sslzoo/training/cli.py), kept for the checkout.
+The same command as `sslzoo train` and `python -m sslzoo.training` (sslzoo/training/cli.py).
 """
 
 import sys

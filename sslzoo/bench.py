@@ -55,7 +55,7 @@ def _config(path: str, data_path: str, encoder: str, batch_size: int, precision:
                  f"trainer.mixed_precision={precision}"]
     if encoder:
         overrides.append(f"encoder.name={encoder}")
-    return config_lib.load(path, [*overrides, *extra])
+    return config_lib.load(settings.resolve_config(path), [*overrides, *extra])  # a path or a shipped name
 
 
 def jpeg_augment_rate(data_path: str, augment, batch_size: int, batches: int, image_size: int = 32) -> float:

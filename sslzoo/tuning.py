@@ -13,12 +13,18 @@ a `keras_tuner.Tuner` whose `run_trial` returns the objective (keras-tuner's way
 Objectives are measured on the tuning split (`data.holdout=tuning`: a stratified share of the training
 split); the validation split is used once at the end, for the best setting and the default one. Results:
 `<output>/tuning.json` and `<output>/tuning.md`. Rerunning the same search on the same output resumes it.
+
+The command (`sslzoo tune`, `python tune.py` in a checkout, `python -m sslzoo.tuning`) is `main` below;
+keras-tuner is the extra `sslzoo[tune]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import shlex
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +34,7 @@ import numpy as np
 import yaml
 
 from sslzoo import config as config_lib
+from sslzoo import extras
 from sslzoo.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -177,6 +184,7 @@ class _Fatal(Exception):
 
 
 def _make_oracle(algorithm: str, objective: str, max_trials: int, seed: int, max_epochs: int):
+    extras.require("tune", "hyperparameter search")
     import keras_tuner as kt
 
     goal = kt.Objective(objective, direction="max")
@@ -585,3 +593,93 @@ def summary(results: Dict[str, Any], output: Path) -> str:
         lines.append(f"reproduce: {results['reproduce']}")
     lines.append(f"results: {output / 'tuning.json'}, {output / 'tuning.md'}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ command line
+USAGE = """Hyperparameter search with keras-tuner; never measured on the reported validation split.
+
+    sslzoo tune probe --run runs/<name> [--algorithm hyperband|bayesian|random] [--max-trials N]
+        [--output <run>/tuning/probe]
+    sslzoo tune pretext --config <zoo config name or path> \\
+        --param method.options.temperature=0.05,0.1,0.2,0.5 [--param optimizer.learning_rate=float:0.01:1:log] \\
+        [--set trainer.epochs=2 data.max_examples=8000] [--algorithm bayesian|random] [--max-trials N] \\
+        [--output runs/tune_<config name>]
+
+(`python tune.py ...` in a checkout is the same command.)
+probe: the linear probe's learning rate and weight decay on a finished run's frozen features.
+pretext: any config value; each trial is an ordinary training run (<output>/trials/<id>), scored by kNN top-1.
+--param forms: key=a,b,c (choices; lists as [0,1],[0,1,2,3]), key=float:lo:hi[:log], key=int:lo:hi[:log].
+Objectives use a tuning split carved from the training split (data.holdout=tuning); the best and the default
+setting are evaluated once on the validation split at the end. Results: <output>/tuning.json and tuning.md.
+Rerunning the same command on the same --output resumes the search. Needs keras-tuner: pip install "sslzoo[tune]".
+"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="search", required=True)
+
+    probe = commands.add_parser("probe", help="tune the linear probe of a finished run")
+    probe.add_argument("--run", required=True, help="run folder written by train.py")
+    probe.add_argument("--algorithm", default="hyperband", choices=("hyperband", "bayesian", "random"))
+    probe.add_argument("--max-trials", type=int, default=0,
+                       help="cap on trials (default: 10; Hyperband's own schedule for hyperband)")
+
+    pretext = commands.add_parser("pretext", help="tune config values, one training run per trial")
+    pretext.add_argument("--config", required=True,
+                         help="YAML config: a path, or a shipped config's name (rotnet_convnet_small_cifar10)")
+    pretext.add_argument("--param", action="append", default=[], metavar="KEY=SPEC", required=True,
+                         help="a searched value: key=a,b,c | key=float:lo:hi[:log] | key=int:lo:hi[:log]")
+    pretext.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                         help="override config values for every trial, e.g. --set trainer.epochs=2")
+    pretext.add_argument("--algorithm", default="bayesian", choices=("bayesian", "random"))
+    pretext.add_argument("--max-trials", type=int, default=6)
+
+    for sub in (probe, pretext):
+        sub.add_argument("--output", help="results folder (probe: <run>/tuning/probe; pretext: runs/tune_<config>)")
+        sub.add_argument("--seed", type=int, help="oracle seed (default: the config's trainer.seed)")
+    return parser.parse_args(argv)
+
+
+def _invocation() -> str:
+    """How this command was typed, for the record in tuning.json."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name == "tune.py":
+        return "python tune.py"
+    if name.startswith("sslzoo"):
+        return "sslzoo tune"
+    return "python -m sslzoo.tuning"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from sslzoo.errors import DataError  # not sslzoo.data: that imports TensorFlow
+    from sslzoo.settings import resolve_config
+    from sslzoo.startup import quiet_tensorflow
+
+    words = sys.argv[1:] if argv is None else argv
+    command = _invocation() + " " + " ".join(shlex.quote(a) for a in words)
+    try:
+        extras.require("tune", "hyperparameter search")
+        quiet_tensorflow()
+        if args.search == "probe":
+            output = Path(args.output) if args.output else Path(args.run) / "tuning" / "probe"
+            results = search_probe(args.run, output, algorithm=args.algorithm, max_trials=args.max_trials,
+                                   seed=args.seed, command=command)
+        else:
+            specs = [parse_param(text) for text in args.param]
+            config = config_lib.load(resolve_config(args.config), args.set)
+            output = Path(args.output or Path("runs") / f"tune_{Path(args.config).stem}")
+            results = search_pretext(config, specs, output, algorithm=args.algorithm,
+                                     max_trials=args.max_trials, seed=args.seed, config_path=args.config,
+                                     sets=args.set, command=command)
+    except (config_lib.ConfigError, DataError, extras.MissingExtraError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary(results, output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,6 +19,7 @@ ROOMS = {
     "sslzoo": "api",
     "sslzoo.errors": "foundation", "sslzoo.files": "foundation", "sslzoo.config": "foundation",
     "sslzoo.registry": "foundation", "sslzoo.settings": "foundation", "sslzoo.cli_errors": "foundation",
+    "sslzoo.extras": "foundation", "sslzoo.startup": "foundation", "sslzoo.portable": "foundation",
     "sslzoo.augment": "parts", "sslzoo.backbones": "parts", "sslzoo.heads": "parts", "sslzoo.losses": "parts",
     "sslzoo.layers": "parts", "sslzoo.color": "parts", "sslzoo.optimizers": "parts", "sslzoo.pictures": "parts",
     "sslzoo.video": "parts",  # kmeans, propagation, clip generator and sources: parts video methods use
@@ -31,6 +32,7 @@ ROOMS = {
     "sslzoo.zoo": "load",
     "sslzoo.bench": "tools", "sslzoo.benchmark": "tools", "sslzoo.tuning": "tools", "sslzoo.evaluate": "tools",
     "sslzoo.prepare": "tools",
+    "sslzoo.cli": "tools", "sslzoo.__main__": "tools",  # the `sslzoo` command: dispatches to every tool
 }
 
 # room -> rooms it may import (besides itself). Everything else is a leak.

@@ -3,6 +3,8 @@ the checkout."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sslzoo import settings
@@ -34,3 +36,35 @@ def test_export_roots_put_the_environment_first(tmp_path, monkeypatch):
 def test_children_train_through_the_package_not_the_checkout_script():
     command = settings.train_command()
     assert command[1:] == ["-m", "sslzoo.training"]
+
+
+def test_a_shipped_config_resolves_by_bare_name_with_or_without_yaml():
+    by_name = settings.resolve_config("rotnet_convnet_small_cifar10")
+    assert by_name == settings.resolve_config("rotnet_convnet_small_cifar10.yaml")
+    assert by_name.parent.name == "zoo_configs" and by_name.is_file()
+
+
+def test_an_unknown_config_name_lists_the_known_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        settings.resolve_config("rotnet_convnet_smal_cifar10")
+    message = str(error.value)
+    assert "rotnet_convnet_small_cifar10" in message and "simclr_convnet_small_cifar10" in message
+    assert settings.CONFIGS_ENV in message and "path of a YAML file" in message
+
+
+def test_installed_configs_come_after_the_checkout_and_before_the_working_folder(tmp_path, monkeypatch):
+    """An installed wheel ships zoo_configs/ inside the package; outside a checkout `zoo_configs/<name>.yaml`
+    (the README's form) still finds the shipped config."""
+    installed = tmp_path / "site-packages" / "sslzoo" / "zoo_configs"
+    installed.mkdir(parents=True)
+    (installed / "only_installed.yaml").write_text("trainer: {epochs: 1}\n")
+    monkeypatch.setattr(settings, "packaged_config_dir", lambda: installed)
+    monkeypatch.setattr(settings, "checkout_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert settings.config_dirs() == [installed, tmp_path / "zoo_configs"]
+    assert settings.resolve_config("only_installed") == installed / "only_installed.yaml"
+    assert settings.resolve_config("zoo_configs/only_installed.yaml") == installed / "only_installed.yaml"
+    assert settings.resolve_config("zoo_configs/absent.yaml") == Path("zoo_configs/absent.yaml")
+    with pytest.raises(ConfigError, match="only_installed"):
+        settings.resolve_config("absent")

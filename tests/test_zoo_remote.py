@@ -210,6 +210,37 @@ def test_no_index_configured_means_no_network(env, monkeypatch):
         zoo.load(NAME)
 
 
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_index_as_a_local_path_maps_a_name_to_a_folder_elsewhere(env, monkeypatch, where):
+    """SSLZOO_INDEX_URL may be a plain path; an entry's "url" points at its folder (relative to the index or
+    absolute); only file:// URLs are opened, and the copy is verified into the cache as from a server."""
+    elsewhere = env["server"].parent / "mirror" / "models" / "tiny"
+    elsewhere.parent.mkdir(parents=True)
+    shutil.move(str(env["server"] / NAME), str(elsewhere))
+    index_path = env["server"] / "index.json"
+    index = json.loads(index_path.read_text())
+    index["models"][NAME]["url"] = "../mirror/models/tiny" if where == "relative" else str(elsewhere)
+    index_path.write_text(json.dumps(index))
+    monkeypatch.setenv("SSLZOO_INDEX_URL", str(index_path))
+    opened = []
+    real_open = zoo_remote._open
+    monkeypatch.setattr(zoo_remote, "_open", lambda url, timeout: opened.append(url) or real_open(url, timeout))
+    images = random_images(2)
+    model = sslzoo.load(NAME)
+    np.testing.assert_allclose(model.predict(images, verbose=0), env["encoder"](images).numpy(), atol=1e-6)
+    assert opened and all(url.startswith("file://") for url in opened)
+    assert any(url.startswith(elsewhere.as_uri() + "/") for url in opened)
+    assert cache_contents(env["cache"]) == [NAME]
+
+
+def test_a_served_index_cannot_point_at_local_files():
+    assert zoo_remote.model_url("m", {}, "https://zoo.example/v1") == "https://zoo.example/v1/m"
+    assert zoo_remote.model_url("m", {"url": "../v0/m"}, "https://zoo.example/v1") == "https://zoo.example/v0/m"
+    for url in ("/etc/models/m", "file:///etc/models/m"):
+        with pytest.raises(ModelIndexError, match="index is not local"):
+            zoo_remote.model_url("m", {"url": url}, "https://zoo.example/v1")
+
+
 @pytest.mark.parametrize("change", ["bad_name", "bad_path", "bad_hash"])
 def test_unsafe_index_entries_are_refused(env, change):
     index_path = env["server"] / "index.json"

@@ -21,6 +21,7 @@ import numpy as np
 from sslzoo.data.sources import load_splits
 from sslzoo.data.splits import DataSplits
 from sslzoo.errors import ConfigError, DataError
+from sslzoo.portable import portable_path
 from sslzoo.registry import DATA_KINDS
 
 
@@ -113,7 +114,7 @@ def dataset_label(config) -> str:
     if data.source == "tfds":
         return f"tfds:{data.name}"
     if data.source == "folder":
-        return f"folder:{data.path}"
+        return f"folder:{portable_path(data.path)}"  # never this machine's absolute path (metrics, cards)
     return "synthetic"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from sslzoo.files import sha256_file
+from sslzoo.portable import portable
 from sslzoo.errors import ArtifactIntegrityError  # noqa: F401  (raised here)
 
 CARD_NAME = "model_card.json"
@@ -57,8 +58,13 @@ def file_hashes(root: str | Path, exclude: Iterable[str] = (CARD_NAME,)) -> Dict
 
 def build_card(card: Mapping, *, image_size: int, feature_dim: int, signatures: List[dict],
                parity: dict, files: Dict[str, str], sslzoo_version: str) -> dict:
-    """The caller's card plus the fields every export carries."""
-    full = dict(card)
+    """The caller's card plus the fields every export carries.
+
+    Every absolute path in the caller's card (the run's config, its data path, the reproduce command) is
+    recorded relative to the project root (`sslzoo.portable`): no card names the folders of the machine
+    that wrote it.
+    """
+    full = portable(dict(card))
     full.update(
         {
             "input": input_spec(image_size),

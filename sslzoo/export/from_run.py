@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import yaml
 
+from sslzoo import extras
 from sslzoo.export import export_encoder
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def export_run(run_dir: str | Path, output_dir: str | Path, force: bool = False,
             not replace the fields built from the run.
     """
     run_dir, output_dir = Path(run_dir), Path(output_dir)
+    if onnx:
+        extras.require("onnx", "--format onnx")  # before any work, not after the SavedModel and TFLite
     if head not in HEADS:
         raise ValueError(f"--head {head!r}: use one of {', '.join(HEADS)}")
     files = ["config.yaml", "metrics.json", "encoder.keras"]

@@ -1,5 +1,8 @@
 """ONNX export of the `serving_default` signature, with parity checked in onnxruntime.
 
+tf2onnx and onnxruntime are the extra `sslzoo[onnx]`: without them `--format onnx` is refused before any
+work with `pip install "sslzoo[onnx]"`.
+
 Keras 3.15's own `model.export(format="onnx")` (tf2onnx underneath) produced a graph here whose
 Normalization constants became required inputs (onnxruntime: "Required inputs
 ['.../normalization_1/Sub/y:0', ...] are missing"), so the export converts the exported SavedModel's
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sslzoo import extras
 from sslzoo.export.saved_model import FEATURES_NAME, INPUT_NAME, SERVING_DEFAULT, check_saved_model
 
 ONNX_FILE = "encoder.onnx"
@@ -27,6 +31,7 @@ def convert_to_onnx(saved_model_dir: str | Path, path: str | Path) -> Path:
     tf2onnx's command line freezes the SavedModel's variables into constants; its Python `from_function`
     left them as graph inputs here (the same failure as Keras' exporter), so the CLI is the public path.
     """
+    extras.require("onnx", "ONNX export (--format onnx)")
     check_saved_model(saved_model_dir)  # tf2onnx loads the SavedModel: vet its graph like every load
     command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model_dir),
                "--signature_def", SERVING_DEFAULT, "--opset", str(OPSET), "--output", str(path)]
@@ -38,6 +43,7 @@ def convert_to_onnx(saved_model_dir: str | Path, path: str | Path) -> Path:
 
 def onnx_features(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Runs the ONNX model in onnxruntime (CPU)."""
+    extras.require("onnx", "running an ONNX model")
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -11,8 +11,9 @@ per example; each entry is an object keyed by input name. String inputs whose va
 `{"b64": "<standard base64>"}` are base64-decoded by the server; sslzoo's bytes input is called
 `image_bytes` (the `_bytes` suffix is the convention marking such inputs). See docs/serving.md.
 
-tensorflow-serving-api (`tensorflow_serving.apis`) is imported lazily: the REST helpers work without it;
-the gRPC helpers and the warmup writer need it (`serving_api_available()` tells).
+tensorflow-serving-api (`tensorflow_serving.apis`, the extra `sslzoo[serving]`) is imported lazily: the REST
+helpers work without it; the gRPC helpers need it (`MissingExtraError` naming `pip install "sslzoo[serving]"`
+otherwise) and the warmup writer skips the file with a warning (`serving_api_available()` tells).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sslzoo import extras
 from sslzoo.export.saved_model import (
     BYTES_INPUT_NAME,
     CLASSIFY,
@@ -105,12 +107,8 @@ def parse_rest_body(body: Mapping) -> Tuple[str, Dict[str, object]]:
 # ----------------------------------------------------------------------------------------------- gRPC
 
 def serving_api_available() -> bool:
-    """Whether tensorflow-serving-api (the `tensorflow_serving.apis` protos) is importable."""
-    try:
-        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether tensorflow-serving-api (the `tensorflow_serving.apis` protos, `sslzoo[serving]`) is importable."""
+    return extras.available("serving")
 
 
 def _tensor_proto(value):
@@ -135,6 +133,7 @@ def grpc_predict_request(model_name: str, inputs: Mapping[str, object], signatur
         signature_name: e.g. "serving_default", "embed_images", "classify", "classify_bytes".
         version: pin a model version (default: the server's latest).
     """
+    extras.require("serving", "a gRPC PredictRequest")
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
@@ -197,7 +196,8 @@ def write_warmup_requests(saved_model_dir: str | Path, images, encoded: Sequence
     for graph initialisation. Returns False (and writes nothing) if tensorflow-serving-api is missing.
     """
     if not serving_api_available():
-        logger.warning("tensorflow-serving-api is not installed: no TF Serving warmup file written")
+        logger.warning("tensorflow-serving-api is not installed: no TF Serving warmup file written (%s adds it)",
+                       extras.install_command("serving"))
         return False
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
@@ -213,6 +213,7 @@ def write_warmup_requests(saved_model_dir: str | Path, images, encoded: Sequence
 
 def read_warmup_requests(saved_model_dir: str | Path) -> list:
     """The PredictionLog records of an export's warmup file (raises if it is missing or unparsable)."""
+    extras.require("serving", "reading TF Serving warmup requests")
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 

@@ -1,11 +1,12 @@
 """Pretrain a self-supervised encoder, evaluate it, and write the run folder.
 
-    python -m sslzoo.training --config zoo_configs/rotnet_convnet_small_cifar10.yaml \
-        [--set data.source=folder data.path=../shared/data/cifar10/train trainer.epochs=1] \
+    sslzoo train --config rotnet_convnet_small_cifar10 \
+        [--set data.source=folder data.path=photos/ trainer.epochs=1] \
         [--output runs/<name>] [--eval-only] [--debug]
 
-Rerunning the same command on the same --output resumes from the last finished epoch. `train.py` in a
-checkout is this command; `--config` also takes a shipped config's name (e.g. rotnet_convnet_small_cifar10).
+Rerunning the same command on the same --output resumes from the last finished epoch. `python train.py`
+in a checkout and `python -m sslzoo.training` are this command; `--config` takes a YAML path or a shipped
+config's name, with or without .yaml (`sslzoo list` lists them).
 One process at a time trains in a run folder (a second one is refused, exit code 2). An error is one line
 on stderr, exit code 2 (1 for a diverged training); --debug adds its traceback.
 """
@@ -22,7 +23,8 @@ from sslzoo.errors import TrainingDivergedError
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config, e.g. zoo_configs/<method>_<encoder>_<dataset>.yaml")
+    parser.add_argument("--config", required=True,
+                        help="YAML config: a path, or a shipped config's name, e.g. rotnet_convnet_small_cifar10")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config values, e.g. --set trainer.epochs=1 data.source=folder")
     parser.add_argument("--output", help="run folder (default: runs/<config name>)")
@@ -45,15 +47,28 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace, output: Path) -> dict:
-    # Imported after argument parsing so --help is instant.
+    # Imported after argument parsing so --help is instant, and TensorFlow only once the config is valid.
     from sslzoo import config as config_lib
     from sslzoo.settings import resolve_config
-    from sslzoo.training.trainer import evaluate_run, train_run
+    from sslzoo.startup import quiet_tensorflow
 
     config = config_lib.load(resolve_config(args.config), args.set)
+    print(start_line(config, output, args.eval_only), flush=True)
+    quiet_tensorflow()
+    from sslzoo.training.trainer import evaluate_run, train_run
+
     if args.eval_only:
         return evaluate_run(output)
     return train_run(config, output, verbose=0 if args.quiet else "auto")
+
+
+def start_line(config, output: Path, eval_only: bool = False) -> str:
+    """The command's first line of output, printed before TensorFlow starts."""
+    data = config.data
+    where = data.name if data.source == "tfds" else data.path if data.path else ""
+    source = f"{data.source} data" + (f" ({where})" if where else "")
+    action = "evaluating" if eval_only else "training"
+    return f"sslzoo: {action} {config.method.name} ({config.encoder.name}) on {source} -> {output}"
 
 
 def summary(output: Path, metrics: dict) -> str:

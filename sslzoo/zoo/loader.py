@@ -9,13 +9,15 @@ classifier = sslzoo.load("simclr_resnet18_cifar10", head=True)  # images -> clas
 sslzoo.list_models()
 ```
 Resolution order for a name (first hit wins, like PATH):
-1. local exports: each folder in `$SSLZOO_EXPORTED` (os.pathsep-separated), the repository's `exported/`,
-   then `./exported`;
+1. local exports: each folder in `$SSLZOO_EXPORTED` (os.pathsep-separated), the checkout's `exported/` when
+   the package runs from a checkout, then `./exported`;
 2. the download cache `$SSLZOO_HOME/<name>` (default `~/.cache/sslzoo/<name>`);
-3. a remote index, only if one is configured (`load(..., index_url=...)` or `$SSLZOO_INDEX_URL`): the model
-   is downloaded into the cache, verified file by file against the index and then against its model card
-   (see `sslzoo.zoo_remote`). **No remote URL is contacted unless you configure one**; there is no default.
-An existing path is used as is.
+3. an index, only if one is configured (`load(..., index_url=...)` or `$SSLZOO_INDEX_URL`: a URL or a local
+   path of `index.json`, which maps each name to its files' location and hashes, see `sslzoo.zoo.remote`):
+   the model is copied into the cache, verified file by file against the index and then against its model
+   card. **No remote URL is contacted unless you configure one**; there is no default.
+An existing path is used as is. The wheel does not carry `exported/` (46 MB): an installed package finds the
+shipped encoders through `$SSLZOO_EXPORTED`, the cache or an index (`scripts/make_index.py` writes one).
 
 Loading never deserializes code: every file's sha256 is checked against the
 model card first, `.keras` files load with `safe_mode=True`, a `.keras` holding a `Lambda` layer (or a
@@ -154,13 +156,16 @@ def resolve(name_or_path: str | os.PathLike, index_url: Optional[str] = None) ->
     available = local + cached + remote
     roots = ", ".join(str(r) for r in export_roots())
     where = (f"the index at {lookup.index_url}" if lookup.index_url
-             else f"no remote index (set {zoo_remote.INDEX_URL_ENV} or pass index_url= to add one)")
+             else f"no remote index (set {zoo_remote.INDEX_URL_ENV} to its URL or path, or pass index_url=, "
+                  "to add one)")
     raise ModelNotFoundError(
         f"no model named '{lookup.name}'. Available: {', '.join(available) if available else '(none)'}"
         + (f" (local: {', '.join(local) or '-'}; cached: {', '.join(cached) or '-'}; "
            f"in the index: {', '.join(remote) or '-'})" if lookup.index_url or cached else "")
-        + f". Looked in: {roots} (set {EXPORT_ROOTS_ENV} to add folders); the cache "
-        f"{zoo_remote.cache_root()} (set {zoo_remote.CACHE_HOME_ENV} to move it); {where}"
+        + f". Looked in: {roots} (set {EXPORT_ROOTS_ENV} to add folders, e.g. a checkout's exported/); the "
+        f"cache {zoo_remote.cache_root()} (set {zoo_remote.CACHE_HOME_ENV} to move it); {where}"
+        + ("" if available else ". An installed sslzoo carries no encoders: point "
+           f"{EXPORT_ROOTS_ENV} at a checkout's exported/, or {zoo_remote.INDEX_URL_ENV} at an index")
     )
 
 

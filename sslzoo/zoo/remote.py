@@ -3,16 +3,22 @@
 Nothing here contacts the network unless an index URL is configured: `SSLZOO_INDEX_URL` or
 `sslzoo.load(name, index_url=...)`. There is no default remote URL. Supported schemes: `https://`,
 `file://`, and `http://` for localhost only (the index carries the hashes, so it must not travel in the
-clear). Redirects are followed to `https://` only.
+clear). Redirects are followed to `https://` only. A plain local path (`/srv/zoo/index.json`,
+`mirror/`) is read as the `file://` URL of that path.
 
-Index (`<base>/index.json`, written by `scripts/make_index.py`):
+Index (`<base>/index.json`, written by `scripts/make_index.py`): a JSON file mapping each model name to
+where its files are and their hashes:
 ```
 {"format_version": 1,
  "models": {"<name>": {"files": {"<relative path>": {"sha256": "<hex>", "size": <bytes>}, ...},
-                       "model_card": "model_card.json", "method": ..., "knn_top1": ..., ...}}}
+                       "model_card": "model_card.json",
+                       "url": "<where the model folder is>",   # optional, default <base>/<name>
+                       "method": ..., "knn_top1": ..., ...}}}
 ```
-File URLs are `<base>/<name>/<relative path>`. `SSLZOO_INDEX_URL` may be the base URL or the URL of the
-index file itself (anything ending in `.json`).
+File URLs are `<model url>/<relative path>`. A model's `url` is an absolute URL (`https://host/models/x`,
+`file:///srv/x`), an absolute local path, or a path relative to the index's folder (`models/x`,
+`../other/x`); without it the folder is `<base>/<name>`. `SSLZOO_INDEX_URL` may be the base URL or the URL
+of the index file itself (anything ending in `.json`), or either as a local path.
 
 Cache: `$SSLZOO_HOME/<name>` (default `~/.cache/sslzoo/<name>`). A model is downloaded into a hidden
 temporary folder inside the cache root (`.<name>.tmp-*`); each file is streamed to a hidden `.part` file,
@@ -74,8 +80,37 @@ def cache_root() -> Path:
 
 
 def index_url(explicit: Optional[str] = None) -> Optional[str]:
-    """The configured index URL (the argument, else `$SSLZOO_INDEX_URL`), or None: no remote lookup."""
-    return explicit or os.environ.get(INDEX_URL_ENV) or None
+    """The configured index URL (the argument, else `$SSLZOO_INDEX_URL`), or None: no remote lookup. A
+    local path becomes its `file://` URL."""
+    url = explicit or os.environ.get(INDEX_URL_ENV) or None
+    return None if url is None else _url_of(url.strip())
+
+
+def _url_of(location: str) -> str:
+    """A URL as given; a local path (no scheme) as its absolute `file://` URL."""
+    if urllib.parse.urlsplit(location).scheme:
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def model_url(name: str, entry: Mapping, base: str) -> str:
+    """Where index entry `name`'s files are: its `url` (absolute URL, absolute path, or a path relative to
+    the index's folder `base`), else `<base>/<name>`."""
+    url = entry.get("url") if isinstance(entry, Mapping) else None
+    if url is None:
+        return f"{base}/{urllib.parse.quote(name)}"
+    if not isinstance(url, str) or not url.strip():
+        raise ModelIndexError(f"index entry '{name}' has a 'url' that is not a non-empty string: {url!r}")
+    url = url.strip()
+    if urllib.parse.urlsplit(url).scheme or os.path.isabs(url):
+        resolved = _url_of(url).rstrip("/")
+    else:
+        resolved = urllib.parse.urljoin(base.rstrip("/") + "/", urllib.parse.quote(url)).rstrip("/")
+    if urllib.parse.urlsplit(resolved).scheme == "file" and urllib.parse.urlsplit(base).scheme != "file":
+        # A served index must not make the client read its own disk.
+        raise ModelIndexError(f"index entry '{name}' points at the local files {resolved}, but the index is not "
+                              "local; a served index may only point at URLs")
+    return resolved
 
 
 def split_index_url(url: str) -> tuple:
@@ -187,8 +222,8 @@ def _checked_files(name: str, entry: Mapping) -> Dict[str, dict]:
 # ------------------------------------------------------------------------------------------ download
 
 
-def _file_url(base: str, name: str, relative: str) -> str:
-    return f"{base}/{urllib.parse.quote(name)}/{urllib.parse.quote(relative)}"
+def _file_url(model_base: str, relative: str) -> str:
+    return f"{model_base}/{urllib.parse.quote(relative)}"
 
 
 def _download_file(url: str, target: Path, relative: str, expected_sha: str, expected_size: int,
@@ -283,18 +318,19 @@ def download_model(name: str, entry: Mapping, base_url: str, *, cache: Optional[
     """
     check_name(name)
     files = _checked_files(name, entry)
+    source = model_url(name, entry, base_url)
     cache = cache_root() if cache is None else Path(cache)
     remove_stale_temporaries(cache)
     final = cache / name
     total = sum(spec["size"] for spec in files.values())
     logger.info("downloading %s (%d files, %.1f MB) from %s into %s", name, len(files), total / 1e6,
-                base_url, final)
+                source, final)
     started = time.perf_counter()
     try:
         with atomic_directory(final) as staging:
             for relative, spec in sorted(files.items()):
                 target = staging.joinpath(*_safe_parts(relative, name))
-                _download_file(_file_url(base_url, name, relative), target, relative, spec["sha256"],
+                _download_file(_file_url(source, relative), target, relative, spec["sha256"],
                                spec["size"], timeout)
             # The card (itself hash-checked above) must agree with the index: same files, same hashes.
             verify_files(staging)
