@@ -30,7 +30,7 @@ ROOMS = {
     "sslzoo.export": "export",
     "sslzoo.zoo": "load",
     "sslzoo.bench": "tools", "sslzoo.benchmark": "tools", "sslzoo.tuning": "tools", "sslzoo.evaluate": "tools",
-    "sslzoo.prepare": "tools",
+    "sslzoo.prepare": "tools", "sslzoo.embed": "tools",
 }
 
 # room -> rooms it may import (besides itself). Everything else is a leak.
