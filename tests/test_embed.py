@@ -254,8 +254,11 @@ def test_without_faiss_above_the_crossover_numpy_says_faiss_would_be_faster(monk
     monkeypatch.setattr(search, "_faiss", lambda: None)
     monkeypatch.setattr(search, "FAISS_MIN_ROWS", 100)
     with caplog.at_level(logging.WARNING, logger=search.__name__):
-        assert search.choose_backend(50) == "numpy" and not caplog.records
-        assert search.choose_backend(101) == "numpy"
+        assert search.choose_backend(50, queries=1000) == "numpy" and not caplog.records  # below the crossover
+        assert search.choose_backend(10**6, queries=1) == "numpy" and not caplog.records  # one query: NumPy
+        vectors = np.random.default_rng(0).normal(size=(101, 8)).astype(np.float32)
+        scores, indices = search.top_k(vectors, vectors[:search.FAISS_MIN_QUERIES], k=1)
+    assert (indices[:, 0] == np.arange(search.FAISS_MIN_QUERIES)).all()
     assert len(caplog.records) == 1 and "pip install faiss-cpu" in caplog.records[0].getMessage()
     with pytest.raises(ImportError, match="faiss-cpu"):
         search.choose_backend(10, "faiss")

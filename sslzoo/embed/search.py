@@ -5,10 +5,14 @@
 
 NumPy does it with chunked matrix products: the embeddings are read (a memory-mapped .npy is fine) and
 normalised `block_rows` rows at a time, so memory stays at about `block_rows x (D + queries)` floats
-whatever N is. Above `FAISS_MIN_ROWS` rows `backend="auto"` uses faiss (`pip install faiss-cpu`, the
-`faiss` extra; an exact `IndexFlatIP`, so the answers are the same), imported only then; without it
-NumPy does the work and one log line says faiss would be faster. `FAISS_MIN_ROWS` is the crossover
-measured on this project's 2-core CPU (docs/embed.md, `python -m sslzoo.embed.bench search`).
+whatever N is. faiss (`pip install faiss-cpu`, the `faiss` extra; an exact `IndexFlatIP`, so the answers
+are the same) is imported only when `backend="auto"` picks it, which is where it was measured faster on
+this project's 2-core CPU (docs/embed.md, `python -m sslzoo.embed.bench search`):
+- a batch of at least `FAISS_MIN_QUERIES` queries over more than `FAISS_MIN_ROWS` rows: faiss (1.3-4x
+  faster with 1,000 queries at 1e4..1e6 rows); without faiss, NumPy and one log line suggesting it;
+- one query (what `neighbors --query` asks): NumPy at every size measured (1e3..1e6 rows, 256/512-d):
+  building faiss' index costs more than NumPy's one pass over the rows;
+- all pairs (`duplicates`): NumPy; faiss' range search was no faster (1e3..3e4 rows).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from sslzoo.errors import SslzooError
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "numpy", "faiss")
-# Rows above which faiss beats chunked NumPy (docs/embed.md, measured with `python -m sslzoo.embed.bench
-# search`; the figure is for the all-rows workload of --duplicates, where faiss' advantage is largest).
-FAISS_MIN_ROWS = 50_000
+# Where faiss beats chunked NumPy for top-k (docs/embed.md, measured with `python -m sslzoo.embed.bench search`):
+# batches of >= 100 queries over > 10,000 rows. A single query is faster in NumPy at every size measured.
+FAISS_MIN_ROWS = 10_000
+FAISS_MIN_QUERIES = 100
 # Rows normalised per block: 16k x 512 float32 = 32 MB, plus the [Q, block] scores.
 BLOCK_ROWS = 16_384
 FAISS_HINT = "pip install faiss-cpu would be faster"
@@ -48,20 +53,21 @@ def blocks(embeddings: np.ndarray, block_rows: int = BLOCK_ROWS) -> Iterator[Tup
         yield start, normalize(embeddings[start:start + block_rows])
 
 
-def choose_backend(rows: int, backend: str = "auto") -> str:
-    """"numpy" or "faiss" for a search over `rows` vectors.
+def choose_backend(rows: int, backend: str = "auto", queries: int = 1) -> str:
+    """"numpy" or "faiss" for a top-k search of `queries` vectors over `rows` vectors.
 
-    "auto": NumPy up to FAISS_MIN_ROWS rows, faiss above when it is installed (else NumPy and one log line
-    suggesting it). "faiss" forces faiss and fails when it is missing; "numpy" forces NumPy.
+    "auto": faiss for at least FAISS_MIN_QUERIES queries over more than FAISS_MIN_ROWS rows when it is
+    installed (else NumPy and one log line suggesting it), NumPy otherwise. "faiss" forces faiss and fails
+    when it is missing; "numpy" forces NumPy.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "numpy" or (backend == "auto" and rows <= FAISS_MIN_ROWS):
+    if backend == "numpy" or (backend == "auto" and (rows <= FAISS_MIN_ROWS or queries < FAISS_MIN_QUERIES)):
         return "numpy"
     if _faiss() is None:
         if backend == "faiss":
             raise FaissMissingError("--backend faiss needs faiss: pip install faiss-cpu (or the sslzoo[faiss] extra)")
-        logger.warning("searching %d vectors with NumPy; %s", rows, FAISS_HINT)
+        logger.warning("searching %d vectors for %d queries with NumPy; %s", rows, queries, FAISS_HINT)
         return "numpy"
     return "faiss"
 
@@ -96,7 +102,7 @@ def top_k(embeddings: np.ndarray, queries: np.ndarray, k: int = 10, backend: str
     k = int(min(k, n))
     if k <= 0 or not len(queries):
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    if choose_backend(n, backend) == "faiss":
+    if choose_backend(n, backend, len(queries)) == "faiss":
         index = _faiss_index(embeddings, block_rows)
         scores, indices = index.search(queries, k)
         indices = indices.astype(np.int64)
@@ -137,14 +143,16 @@ def duplicates(embeddings: np.ndarray, threshold: float, limit: Optional[int] = 
         embeddings: [N, D].
         threshold: cosine in [-1, 1] (0.95-0.99 finds resized or re-encoded copies; 1.0 - 1e-6 exact ones).
         limit: keep only the `limit` most similar pairs (None: all); `total` still counts them all.
-        backend: see `choose_backend`.
+        backend: "auto" and "numpy": blockwise NumPy; "faiss": faiss' range search (measured no faster).
         block_rows: rows per block of the blockwise all-pairs product (memory ~ block_rows^2 floats).
     Returns:
         pairs int64 [P, 2] (i < j), scores float32 [P] (descending; ties by (i, j)), total pairs found.
     """
     n = len(embeddings)
     found_pairs, found_scores, total = [], [], 0
-    use_faiss = choose_backend(n, backend) == "faiss"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    use_faiss = backend == "faiss" and choose_backend(n, "faiss") == "faiss"
     index = _faiss_index(embeddings, block_rows) if use_faiss else None
     for start, rows in blocks(embeddings, block_rows):
         if use_faiss:
