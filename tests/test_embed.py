@@ -101,6 +101,29 @@ def test_paths_metadata_and_summary_line_up(images, embedded):
     assert not partial_dir(embedded).exists()  # the working folder is gone once the output is published
 
 
+def test_images_loose_in_the_folder_get_no_class_column(images, tmp_path, capsys):
+    loose = tmp_path / "loose"
+    (loose / "deeper").mkdir(parents=True)
+    shutil.copy(images / "cat" / "c0.jpg", loose / "a.jpg")
+    shutil.copy(images / "dog" / "d1.png", loose / "deeper" / "b.png")
+    output = loose / "out"  # inside IMAGES: its own files are not embedded on a rerun
+    assert embed_main([MODEL, str(loose), "--output", str(output), "--labels", "auto"]) == 0
+    assert "embedded 2 images" in capsys.readouterr().out
+    assert (output / projector.METADATA).read_text().splitlines() == ["a.jpg", "deeper/b.png"]  # no header
+    assert json.loads((output / SUMMARY).read_text())["labels"] == "none"
+    assert embed_main([MODEL, str(loose), "--output", str(output), "--overwrite"]) == 0
+    assert read_paths(output) == ["a.jpg", "deeper/b.png"]
+    assert embed_main([MODEL, str(loose), "--output", str(tmp_path / "o2"), "--labels", "subfolders"]) == 2
+    assert "--labels" in capsys.readouterr().err
+
+
+def test_module_entry_point(embedded, capsys):
+    from sslzoo.embed.__main__ import main
+
+    assert main(["neighbors", str(embedded), "--query", "0", "-k", "1"]) == 0
+    assert main(["bogus"]) == 2 and "unknown command" in capsys.readouterr().err
+
+
 def test_bad_files_are_listed_with_their_error_and_skipped(embedded):
     summary = json.loads((embedded / SUMMARY).read_text())
     bad = {entry["path"]: entry["error"] for entry in summary["bad"]}

@@ -321,22 +321,21 @@ def embed_folder(model: str, images: str | os.PathLike, output: str | os.PathLik
     finished = set(_start_partial(partial, plan, overwrite))
     chunks = range((n + chunk_size - 1) // chunk_size)
     todo = [c for c in chunks if c not in finished]
-    if finished:
-        print(f"resuming: {len(finished)} of {len(chunks)} chunks already embedded in '{partial}'", flush=True)
-    bar = _progress_bar(n) if progress else None
     done_files = sum(min(chunk_size, n - c * chunk_size) for c in finished)
+    if finished:
+        print(f"resuming: {len(finished)} of {len(chunks)} chunks ({done_files} of {n} files) already embedded in "
+              f"'{partial}'", flush=True)
+    # The bar counts this run's files, so its rate and ETA are not skewed by the chunks resumed.
+    bar = _progress_bar(n - done_files) if progress and todo else None
     computed_files, compute_started = 0, time.monotonic()
-    if bar is not None:
-        bar.update(done_files)
     for chunk in todo:
         start = chunk * chunk_size
         paths = listed.paths[start:start + chunk_size]
         arrays = embed_chunk(encoder, paths, start, batch_size, thumb, max_pixels)
         save_chunk(_chunk_path(partial, chunk), arrays)
-        done_files += len(paths)
         computed_files += len(paths)
         if bar is not None:
-            bar.update(done_files)
+            bar.update(computed_files)
         if on_chunk is not None:
             on_chunk(chunk)
     compute_seconds = time.monotonic() - compute_started
