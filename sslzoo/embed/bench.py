@@ -109,7 +109,7 @@ def bench_search(dims: List[int], sizes: List[int], queries: List[int], duplicat
                 row["load"] = _load()
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-            del vectors
+            vectors = None  # free the matrix before the next size
     return rows
 
 
