@@ -3,7 +3,7 @@
     sslzoo list                                                  # shipped configs and encoders, where found
     sslzoo train --config rotnet_convnet_small_cifar10 --output runs/rotnet [--set key=value ...]
     sslzoo export --run runs/rotnet --output exported/rotnet
-    sslzoo embed ... / sslzoo neighbors ...                      # sslzoo/embed.py
+    sslzoo embed ... / sslzoo neighbors ...                      # sslzoo/embed/
     sslzoo tune | benchmark | bench | report | prepare ...       # sslzoo <command> --help for each
 
 Each command is the existing module's `main(argv)`, imported only when that command runs, so `sslzoo
