@@ -7,8 +7,7 @@ of ours:
   and its "To enable the following instructions" line), twice: two of TensorFlow's shared libraries log
   through their own copy of absl, and absl writes everything to stderr until `absl::InitializeLog()` is
   called, which nothing in the wheel calls. `TF_CPP_MIN_LOG_LEVEL` does not reach these lines (it filters
-  TensorFlow's logging after start-up only): that is absl's known behaviour (abseil-cpp pull requests
-  1718 and 1957, "Don't log unwanted when not initialized").
+  TensorFlow's logging after start-up only): absl itself prints the first line above to say so.
 - `E... cuda_platform.cc] failed call to cuInit: ... (303)` when the devices are first listed: the CUDA
   build of TensorFlow probing for a driver that is not there. `TF_CPP_MIN_LOG_LEVEL=3` hides it, but also
   every other C++ error; `CUDA_VISIBLE_DEVICES` does not (tried: "" and -1 still print it).

@@ -30,7 +30,7 @@ image file, embedded with the model recorded in embed.json, or a row INDEX or a 
 or every near-duplicate pair above a cosine threshold."""
 
 
-def _embed_parser(prog: str = "python -m sslzoo.embed embed") -> argparse.ArgumentParser:
+def _embed_parser(prog: str = "sslzoo embed") -> argparse.ArgumentParser:
     from sslzoo.embed.defaults import BATCH_SIZE, CHUNK_SIZE, LABEL_MODES, MAX_PIXELS
 
     parser = OneLineParser(prog=prog, description=EMBED_DESCRIPTION)
@@ -81,7 +81,7 @@ def embed_main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _neighbors_parser(prog: str = "python -m sslzoo.embed neighbors") -> argparse.ArgumentParser:
+def _neighbors_parser(prog: str = "sslzoo neighbors") -> argparse.ArgumentParser:
     from sslzoo.embed.search import BACKENDS
 
     parser = OneLineParser(prog=prog, description=NEIGHBORS_DESCRIPTION)

@@ -37,7 +37,7 @@ def read_summary(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         partial = partial_dir(folder.absolute())
         hint = (f"; an interrupted run is in '{partial}': rerun its embed command to finish it"
-                if partial.is_dir() else "; make one with: python -m sslzoo.embed embed MODEL IMAGES --output DIR")
+                if partial.is_dir() else "; make one with: sslzoo embed MODEL IMAGES --output DIR")
         raise DataError(f"'{folder}' is not a finished embedding folder (no {SUMMARY}){hint}")
     return json.loads(path.read_text())
 
