@@ -116,6 +116,10 @@ class EvalConfig:
     data_path: str = ""
     val_fraction: float = 0.2
     keep_features: bool = True  # keep features.npz in the run folder for the export's accuracy check
+    # > 0: every that many epochs, kNN top-1 of the current encoder on a fixed subset of the probe data goes
+    # into the epoch logs (history.csv, TensorBoard) as knn_monitor_top1, its cost as knn_monitor_seconds.
+    monitor_every: int = 0
+    monitor_examples: int = 1000  # the monitor's kNN bank (training split) and queries (validation split), each
 
 
 @dataclass
@@ -433,6 +437,11 @@ def validate(config: Config) -> None:
         (config.eval.linear_batch_size >= 1, "eval.linear_batch_size must be >= 1"),
         (config.eval.finetune_epochs >= 0, "eval.finetune_epochs must be >= 0"),
         (0.0 < config.eval.finetune_label_fraction <= 1.0, "eval.finetune_label_fraction must be in (0, 1]"),
+        (config.eval.monitor_every >= 0,
+         f"eval.monitor_every must be >= 0 (0 = no kNN monitor, N = every N epochs), got {config.eval.monitor_every}"),
+        (config.eval.monitor_examples >= 1,
+         f"eval.monitor_examples must be >= 1 (images in the monitor's kNN bank and queries), "
+         f"got {config.eval.monitor_examples}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -29,6 +29,7 @@ from sslzoo.data import split_pipeline
 from sslzoo.data.kinds import TrainingData, check_paths, kind_for_source
 from sslzoo.errors import TrainingDivergedError
 from sslzoo.evaluation.context import RunContext
+from sslzoo.evaluation.monitor import KNNMonitor
 from sslzoo.files import atomic_write, atomic_write_text
 from sslzoo.layers.batch_norm import with_builtin_batch_norm
 from sslzoo.optimizers import build_optimizer
@@ -113,6 +114,7 @@ def _train(config: Config, run_dir: Path, verbose: int | str) -> Dict[str, Any]:
     keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
     try:
         data = kind.load(config)
+        check_monitor(config, data)
         steps = training_steps(config, data, input_workers(strategy))
         encoder, method, state, first_epoch = start_training(
             config, run_dir, strategy, steps, data.prepare_images, data.num_classes,
@@ -228,10 +230,14 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
         dataset = strategy.distribute_datasets_from_function(worker_input)
     else:
         dataset = split_pipeline(train, batch_size=config.trainer.batch_size, **pipeline)
+    # Order matters: Keras hands every callback the same logs dict in list order, so the monitor's
+    # figures must be in it before the CSV and TensorBoard callbacks record them.
     callbacks = [
         keras.callbacks.TerminateOnNaN(raise_error=True),
         EpochCheckpoint(state, config.trainer.checkpoint_every, epochs),
+        *_monitor(method, data, config),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        *([KNNMonitor.placeholder_remover()] if config.eval.monitor_every else []),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
     start = time.perf_counter()
@@ -257,6 +263,25 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
     rate = (epochs - first_epoch) * steps * config.trainer.batch_size / seconds
     return {"train_seconds": round(seconds, 2), f"{data.unit}_per_second": round(rate, 1),
             "resumed_from_epoch": first_epoch, **figures}
+
+
+def check_monitor(config: Config, data: TrainingData) -> None:
+    """The kNN monitor needs labelled data; refused before config.yaml is written, so the corrected
+    command is not turned away as a different run."""
+    if config.eval.monitor_every and data.probe_splits is None:
+        raise ConfigError(f"eval.monitor_every={config.eval.monitor_every} needs labelled data for its kNN, and "
+                          "this run has none; set eval.data_path to a labelled folder or eval.monitor_every=0")
+
+
+def _monitor(method, data: TrainingData, config: Config) -> list:
+    """The kNN monitor (eval.monitor_every > 0) on the labelled data the final kNN uses, or nothing."""
+    evaluation = config.eval
+    if not evaluation.monitor_every:
+        return []
+    check_monitor(config, data)
+    return [KNNMonitor.from_splits(method.encoder, data.probe_splits, every=evaluation.monitor_every,
+                                   examples=evaluation.monitor_examples, seed=config.trainer.seed,
+                                   k=evaluation.knn_k, temperature=evaluation.knn_temperature)]
 
 
 def write_outputs(run_dir: Path, encoder, splits, metrics: Dict[str, Any]) -> None:
