@@ -29,6 +29,7 @@ from sslzoo.data import split_pipeline
 from sslzoo.data.kinds import TrainingData, check_paths, kind_for_source
 from sslzoo.errors import TrainingDivergedError
 from sslzoo.evaluation.context import RunContext
+from sslzoo.evaluation.dashboard import write_dashboard
 from sslzoo.evaluation.monitor import KNNMonitor
 from sslzoo.files import atomic_write, atomic_write_text
 from sslzoo.layers.batch_norm import with_builtin_batch_norm
@@ -124,6 +125,8 @@ def _train(config: Config, run_dir: Path, verbose: int | str) -> Dict[str, Any]:
         run = RunContext(config, run_dir, encoder, method, data, training,
                          initial_encoder=lambda: initial_encoder(config, run_dir, data.num_classes))
         evaluation = EVALUATORS.get(config.eval.evaluator or kind.evaluator)(run)
+        # Before metrics.json, which marks the run finished: a rerun of a killed run writes it again.
+        write_dashboard(run_dir, config, evaluation.metrics)
         write_outputs(run_dir, encoder, evaluation.probe_splits, evaluation.metrics)
         return evaluation.metrics
     finally:

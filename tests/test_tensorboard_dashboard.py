@@ -1,6 +1,8 @@
-"""The kNN monitor: validation kNN top-1 in the epoch logs, without changing the training it watches."""
+"""TensorBoard as the dashboard: the kNN monitor (validation kNN top-1 in the epoch logs, without changing
+the training it watches) and the run's final metrics, HParams and pictures in its logs/ folder."""
 
 import csv
+import json
 import math
 
 import keras
@@ -134,3 +136,62 @@ def test_fixed_subset_is_seeded_sorted_and_capped():
 def test_bad_monitor_settings_are_refused_with_the_key(override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         small_config(override)
+
+
+def _summaries(folder, plugin):
+    return {tag: values for tag, values in tensorboard_values(folder).items()
+            if values[0].metadata.plugin_data.plugin_name == plugin}
+
+
+def test_final_metrics_are_scalars_and_text_in_the_logs(runs):
+    import tensorflow as tf
+
+    _, on = runs
+    metrics = json.loads((on / "metrics.json").read_text())
+    scalars = _summaries(on / "logs", "scalars")
+    # Only the top folder: the final numbers are not mixed into the train/validation epoch curves.
+    top = {tag for tag in _summaries_top(on / "logs")}
+    for key in ("knn_top1", "linear_top1", "train_seconds"):
+        (value,) = scalars[f"final/{key}"]
+        assert float(tf.make_ndarray(value.tensor)) == pytest.approx(metrics[key], rel=1e-6)
+        assert f"final/{key}" in top
+    assert "final/pretext_val/rotation_top1" in scalars and "final/machine/cpus" not in scalars
+    (table,) = _summaries(on / "logs", "text")["final/metrics"]
+    text = tf.make_ndarray(table.tensor).item().decode()
+    assert f"| knn_top1 | {metrics['knn_top1']:g} |" in text
+
+
+def _summaries_top(folder):
+    import tensorflow as tf
+
+    return {value.tag for path in folder.glob("events.out.tfevents*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
+
+
+def test_hparams_session_holds_the_runs_main_settings(runs):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, on = runs
+    (start,) = [plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                for value in _summaries(on / "logs", "hparams")["_hparams_/session_start_info"]]
+    hparams = start.session_start_info.hparams
+    config = config_lib.load(on / "config.yaml")
+    assert hparams["method"].string_value == "rotnet" and hparams["encoder"].string_value == "convnet_small"
+    assert hparams["epochs"].number_value == 2 and hparams["batch_size"].number_value == 32
+    assert hparams["learning_rate"].number_value == pytest.approx(config.optimizer.learning_rate)
+
+
+def test_the_runs_pictures_are_images_in_the_logs(runs):
+    _, on = runs
+    metrics = json.loads((on / "metrics.json").read_text())
+    images = _summaries(on / "logs", "images")
+    expected = {f"pictures/{name}" for name in [*metrics["pictures"], "curves.png", "embedding_map.png",
+                                                 "retrieval.png"]}
+    assert all((on / tag.split("/", 1)[1]).is_file() for tag in expected)
+    assert set(images) == expected
+    import tensorflow as tf
+
+    (curves,) = images["pictures/curves.png"]
+    width, height, png = tf.make_ndarray(curves.tensor)
+    picture = tf.io.decode_png(tf.io.read_file(str(on / "curves.png")))
+    assert (int(width), int(height)) == (picture.shape[1], picture.shape[0]) and png.startswith(b"\x89PNG")
