@@ -3,7 +3,8 @@
 `train_run(config, run_dir)` is what `train.py` calls. Its stages are public and the same for images
 and clips: the `load` of the data kind registered for `data.source`, `training_steps`,
 `start_training` (build, compile, `prepare`, restore), `fit`, the kind's evaluator (registered in
-`EVALUATORS`: kNN + linear probe for images, tracking J for clips) and `write_outputs`. Rerunning it on
+`EVALUATORS`: kNN + linear probe for images, tracking J for clips), `write_dashboard` (the final
+metrics, HParams and pictures into TensorBoard's logs/) and `write_outputs`. Rerunning it on
 the same run folder resumes from the last finished epoch (the folder's config must match), so `kill -9`
 costs at most one epoch. Everything that can be checked without the data (`check_run`) is checked before
 the run folder is touched, and the run holds the folder's lock (`sslzoo.training.lock`) throughout.
