@@ -35,13 +35,14 @@ def check_variants(variants: Sequence[str], representative_images: Optional[np.n
 def export_variants(staging: Path, saved_model_dir: Path, variants: Sequence[str], *, reference_fn,
                     images: np.ndarray, representative_images: Optional[np.ndarray] = None,
                     int8_io: bool = False, eval_data: Optional[EvalData] = None,
-                    allow_accuracy_drop: bool = False) -> Dict[str, dict]:
+                    allow_accuracy_drop: bool = False, mediapipe: bool = False) -> Dict[str, dict]:
     """Writes every requested variant into `staging` and returns the card's `"tflite"` entry.
 
     Each entry holds size_bytes, max_abs_diff and mean_cosine against Keras on `images`, latency_ms at
     batch 1 for 1 and 2 threads, knn_top1 / linear_top1 on the validation split (with `eval_data`), and
-    the target check. A float32 parity miss or a top-1 drop over 2 points raises (unless
-    `allow_accuracy_drop`), which aborts the whole export.
+    the target check. With `mediapipe`, each newly converted variant gets ImageEmbedder metadata
+    (`sslzoo.export.mediapipe_metadata`) before it is measured. A float32 parity miss or a top-1 drop
+    over 2 points raises (unless `allow_accuracy_drop`), which aborts the whole export.
     """
     keras_top1 = None
     if eval_data is not None:
@@ -52,6 +53,10 @@ def export_variants(staging: Path, saved_model_dir: Path, variants: Sequence[str
         if not path.exists():
             path.write_bytes(convert_variant(saved_model_dir, variant, representative_images,
                                              int8_io=int8_io and variant == "int8"))
+            if mediapipe:  # before measuring: the card's size and figures are the shipped file's
+                from sslzoo.export.mediapipe_metadata import add_embedder_metadata
+
+                add_embedder_metadata(path)
         # 200 timed runs: a batch-1 call of a small encoder takes ~0.1 ms, so 20 runs were too noisy.
         results = measure_variant(str(path), reference_fn, images, eval_data=eval_data, runs=200)
         report = check_targets(results, keras_top1, variant, allow_accuracy_drop,
