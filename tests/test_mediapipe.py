@@ -83,11 +83,11 @@ def test_card_lists_the_mediapipe_files_and_only_they_carry_metadata(exported):
     entry = card["tflite"]["mediapipe"]
     # int8_io (int8 in and out) is not something MediaPipe's embedder reads; the float-io files are.
     assert entry["image_embedder"] == ["encoder.tflite", "encoder_dynamic.tflite"]
-    assert entry["image_classifier"]["file"] == "classifier_mediapipe.tflite"
-    assert entry["image_classifier"]["max_abs_diff"] <= 1e-4
+    assert entry["image_classifier"] == "classifier.tflite"
+    assert card["tflite"]["classifier"]["max_abs_diff"] <= 1e-4
     assert entry["normalization"] == {"mean": [0.0], "std": [255.0], "color_space": "RGB"}
     for name, expected in (("encoder.tflite", True), ("encoder_dynamic.tflite", True), ("encoder_int8.tflite", False),
-                           ("classifier.tflite", False), ("classifier_mediapipe.tflite", True)):
+                           ("classifier.tflite", True)):
         assert mediapipe_metadata.has_metadata((out / name).read_bytes()) == expected, name
     # The card's size is the shipped file's (metadata written before measuring).
     assert card["tflite"]["float32"]["size_bytes"] == (out / "encoder.tflite").stat().st_size
@@ -119,13 +119,40 @@ def test_image_classifier_matches_keras_head_with_labels_txt_names(exported):
     pixels = uint8_images(8, seed=5)
     probabilities = keras.ops.convert_to_numpy(head(encoder(pixels.astype(np.float32) / 255.0, training=False)))
     options = image_classifier.ImageClassifierOptions(
-        base_options=BaseOptions(model_asset_path=str(out / "classifier_mediapipe.tflite")), max_results=1)
+        base_options=BaseOptions(model_asset_path=str(out / "classifier.tflite")), max_results=1)
     with image_classifier.ImageClassifier.create_from_options(options) as classifier:
         for pixel, expected in zip(pixels, probabilities):
             top = classifier.classify(mp_image(pixel)).classifications[0].categories[0]
             assert top.index == int(np.argmax(expected))
             assert top.category_name == labels[top.index]
             assert abs(top.score - float(np.max(expected))) <= 1e-4
+
+
+def test_one_classifier_file_probabilities_only_with_the_labels_packed(exported):
+    """classifier.tflite is the one classifier file: signature classify, images -> probabilities only
+    (LiteRT gives names by argmax + labels.txt, which is also packed in the file); the SavedModel keeps
+    class_ids and class_names for TF Serving."""
+    import io
+    import zipfile
+
+    from sslzoo.export.saved_model import load_saved_model
+    from sslzoo.export.tflite import interpreter, signature_io
+
+    encoder, head, out = exported
+    assert sorted(p.name for p in out.glob("classifier*")) == ["classifier.tflite"]
+    blob = (out / "classifier.tflite").read_bytes()
+    assert signature_io(blob) == {"classify": {"inputs": ["images"], "outputs": ["probabilities"]}}
+    with zipfile.ZipFile(io.BytesIO(blob)) as packed:  # metadata-packed files are appended as a zip
+        assert packed.read("labels.txt").decode().splitlines() == CLASS_NAMES
+    pixels = uint8_images(5, seed=8)
+    images = pixels.astype(np.float32) / 255.0
+    reference = keras.ops.convert_to_numpy(head(encoder(images, training=False)))
+    probabilities = interpreter(blob).get_signature_runner("classify")(images=images)["probabilities"]
+    np.testing.assert_allclose(probabilities, reference, atol=1e-4)
+    labels = (out / "labels.txt").read_text().splitlines()
+    served = load_saved_model(out / "1").signatures["classify"](images=images)
+    assert sorted(served) == ["class_ids", "class_names", "probabilities"]
+    assert [labels[i] for i in np.argmax(probabilities, axis=-1)] == [n.decode() for n in served["class_names"].numpy()]
 
 
 def test_mediapipe_refuses_a_model_without_metadata(exported, tmp_path):
@@ -145,8 +172,11 @@ def test_without_mediapipe_the_export_skips_metadata_with_one_log_line(tmp_path,
     skipped = [r.getMessage() for r in caplog.records if "MediaPipe" in r.getMessage()]
     assert skipped == [mediapipe_metadata.SKIPPED_MESSAGE] and 'pip install "sslzoo[mediapipe]"' in skipped[0]
     card = json.loads((out / "model_card.json").read_text())
-    assert "mediapipe" not in card["tflite"] and not (out / "classifier_mediapipe.tflite").exists()
-    assert not mediapipe_metadata.has_metadata((out / "encoder.tflite").read_bytes())
+    assert "mediapipe" not in card["tflite"]
+    assert sorted(p.name for p in out.glob("classifier*")) == ["classifier.tflite"]
+    assert card["tflite"]["classifier"]["outputs"] == ["probabilities"]
+    for name in ("encoder.tflite", "classifier.tflite"):
+        assert not mediapipe_metadata.has_metadata((out / name).read_bytes()), name
 
 
 SHIPPED = sorted(p.name for p in (ROOT / "exported").iterdir() if (p / "model_card.json").is_file())
@@ -159,7 +189,13 @@ def test_shipped_exports_are_mediapipe_ready(name):
     entry = card["tflite"]["mediapipe"]
     encoders = sorted(p.name for p in export.glob("encoder*.tflite"))
     assert entry["image_embedder"] == encoders
-    for file in encoders + [entry["image_classifier"]["file"]]:
+    assert entry["image_classifier"] == "classifier.tflite" and not (export / "classifier_mediapipe.tflite").exists()
+    assert card["tflite"]["classifier"]["outputs"] == ["probabilities"]
+    assert card["tflite"]["classifier"]["max_abs_diff"] <= 1e-4
+    from sslzoo.export.tflite import signature_io
+
+    assert signature_io(export / "classifier.tflite") == {"classify": {"inputs": ["images"], "outputs": ["probabilities"]}}
+    for file in encoders + [entry["image_classifier"]]:
         assert mediapipe_metadata.has_metadata((export / file).read_bytes()), file
 
 
@@ -177,7 +213,7 @@ def test_one_shipped_export_runs_in_mediapipe():
     probabilities = sslzoo.load(name, head=True).predict(images, verbose=0)
     labels = (export / "labels.txt").read_text().splitlines()
     options = image_classifier.ImageClassifierOptions(
-        base_options=BaseOptions(model_asset_path=str(export / "classifier_mediapipe.tflite")), max_results=1)
+        base_options=BaseOptions(model_asset_path=str(export / "classifier.tflite")), max_results=1)
     with image_classifier.ImageClassifier.create_from_options(options) as classifier:
         for pixel, expected in zip(pixels, probabilities):
             top = classifier.classify(mp_image(pixel)).classifications[0].categories[0]

@@ -5,9 +5,9 @@
   <version>/        SavedModel, TF Serving layout: serving_default (images [N,S,S,3] f32 -> {"features"}),
                     embed_images (image_bytes string [N] -> {"features"}) and, with a head, classify /
                     classify_bytes (-> {"probabilities", "class_ids", "class_names"})
-  classifier.tflite  with a head: the classify signature (probabilities, class_ids, class_names)
-  classifier_mediapipe.tflite  with a head and mediapipe: probabilities only, ImageClassifier metadata
     assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays at load
+  classifier.tflite  with a head: signature classify, images -> probabilities [N, C] only (+ MediaPipe
+                    ImageClassifier metadata with labels.txt packed in when mediapipe is installed)
   encoder.tflite    float32 TFLite with the serving_default signature (+ MediaPipe ImageEmbedder metadata
                     when mediapipe is installed: sslzoo.export.mediapipe_metadata)
   encoder.keras     the Keras encoder, for fine-tuning (loads with safe_mode=True)
@@ -164,15 +164,13 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
                                                encoding="utf-8")
             head.save(staging / HEAD_FILE)
             probabilities = keras_probabilities(encoder, head, images)
-            tflite_card["classifier"] = export_classifier(staging, saved_model_dir, probabilities, images)
-            if use_mediapipe:
-                mediapipe_classifier = mediapipe_metadata.export_mediapipe_classifier(
-                    staging, saved_model_dir, head_info["class_names"], probabilities, images)
+            tflite_card["classifier"] = export_classifier(staging, saved_model_dir, probabilities, images,
+                                                          head_info["class_names"], mediapipe=use_mediapipe)
         if use_mediapipe:
             tflite_card["mediapipe"] = mediapipe_metadata.card_entry(
                 [p.name for p in staging.glob("encoder*.tflite")
                  if mediapipe_metadata.has_metadata(p.read_bytes())],
-                mediapipe_classifier if head_info else None)
+                tflite_card["classifier"]["file"] if head_info else None)
 
         parity = {
             "batch_sizes": list(PARITY_BATCH_SIZES),

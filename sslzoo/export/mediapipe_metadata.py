@@ -7,12 +7,12 @@ float32 RGB in [0, 1] and normalises inside, so the options are mean 0 / std 255
 | file | MediaPipe task | metadata |
 |---|---|---|
 | `encoder.tflite`, `encoder_<variant>.tflite` (float32 input) | `ImageEmbedder` | image input (RGB, mean 0 / std 255), feature output |
-| `classifier_mediapipe.tflite` | `ImageClassifier` | image input as above, score output with `labels.txt` packed in |
+| `classifier.tflite` | `ImageClassifier` | image input as above, score output with `labels.txt` packed in |
 
-`classifier.tflite` keeps the SavedModel's `classify` signature, whose `class_ids` (int64) and
-`class_names` (string) outputs MediaPipe's classifier cannot read (it wants float32 / uint8 score tensors
-only), so it gets no metadata; `classifier_mediapipe.tflite` is the same encoder + head converted with the
-`probabilities` output alone. An `int8_io` variant (int8 input *and* int8 output) gets none either:
+`classifier.tflite` is the SavedModel's `classify` signature converted with its `probabilities` output
+alone (`sslzoo.export.variants.probabilities_only_tflite`): MediaPipe's classifier reads float32 / uint8
+score tensors only, not the SavedModel's `class_ids` (int64) and `class_names` (string) outputs, which TF
+Serving keeps. The class names travel in the file (packed labels.txt) and beside it. An `int8_io` variant (int8 input *and* int8 output) gets none either:
 MediaPipe's embedder reads float32 or uint8 embeddings, not int8. Variants with float32 input and output
 (float16, dynamic, int8 without `int8_io`) get the same metadata as `encoder.tflite`.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 import types
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -34,7 +33,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_MEDIAPIPE = "classifier_mediapipe.tflite"
 NORM_MEAN = [0.0]
 NORM_STD = [255.0]  # uint8 pixel / 255 -> the [0, 1] RGB the encoders take
 LABELS_NAME = "labels.txt"
@@ -179,54 +177,14 @@ def add_embedder_metadata(path: Path) -> bool:
     return True
 
 
-def probabilities_only_tflite(saved_model_dir: Path, signature: str = "classify") -> bytes:
-    """The SavedModel's `classify` signature converted with its `probabilities` output only (float32)."""
-    import tensorflow as tf
-
-    from sslzoo.export.saved_model import load_saved_model
-    from sslzoo.export.tflite import convert_to_tflite
-
-    loaded = load_saved_model(saved_model_dir)
-    classify = loaded.signatures[signature]
-    spec = classify.structured_input_signature[1]["images"]
-
-    module = tf.Module()
-    module.loaded = loaded  # tracks the variables
-
-    @tf.function(input_signature=[tf.TensorSpec(spec.shape, tf.float32, name="images")])
-    def probabilities(images):
-        return {"probabilities": classify(images=images)["probabilities"]}
-
-    with tempfile.TemporaryDirectory() as folder:
-        tf.saved_model.save(module, folder, signatures={signature: probabilities.get_concrete_function()})
-        return convert_to_tflite(folder, signature=signature)
-
-
-def export_mediapipe_classifier(staging: Path, saved_model_dir: Path, class_names: Sequence[str],
-                                reference_probabilities: np.ndarray, images: np.ndarray,
-                                tolerance: float = 1e-4) -> dict:
-    """Writes `classifier_mediapipe.tflite` (probabilities only, ImageClassifier metadata, labels packed);
-    returns its card entry. Raises `ExportParityError` when its probabilities differ from Keras."""
-    from sslzoo.errors import ExportParityError
-    from sslzoo.export.tflite import interpreter
-
-    blob = classifier_model(probabilities_only_tflite(saved_model_dir), class_names)
-    runner = interpreter(blob).get_signature_runner("classify")
-    probabilities = runner(images=np.ascontiguousarray(images, np.float32))["probabilities"]
-    diff = float(np.max(np.abs(probabilities - reference_probabilities)))
-    if not diff <= tolerance:
-        raise ExportParityError(f"{CLASSIFIER_MEDIAPIPE} differs from Keras: max abs diff {diff} > {tolerance}")
-    path = Path(staging) / CLASSIFIER_MEDIAPIPE
-    path.write_bytes(blob)
-    return {"file": path.name, "signature": "classify", "outputs": ["probabilities"], "max_abs_diff": diff}
-
-
-def card_entry(embedder_files: List[str], classifier: Optional[dict]) -> dict:
+def card_entry(embedder_files: List[str], classifier_file: Optional[str]) -> dict:
+    """The card's `tflite.mediapipe`: which files carry which task's metadata (the classifier's parity is
+    in `tflite.classifier`)."""
     import importlib.metadata
 
     entry = {"mediapipe_version": importlib.metadata.version("mediapipe"),
              "image_embedder": sorted(embedder_files),
              "normalization": {"mean": NORM_MEAN, "std": NORM_STD, "color_space": "RGB"}}
-    if classifier is not None:
-        entry["image_classifier"] = classifier
+    if classifier_file is not None:
+        entry["image_classifier"] = classifier_file
     return entry
