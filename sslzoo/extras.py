@@ -7,6 +7,7 @@
 | `sslzoo[onnx]` | tf2onnx, onnxruntime | `export --format onnx` (conversion and its parity check) |
 | `sslzoo[serving]` | tensorflow-serving-api | gRPC request helpers, TF Serving warmup requests in the SavedModel |
 | `sslzoo[tune]` | keras-tuner | `sslzoo tune` / `tune.py` |
+| `sslzoo[mediapipe]` | mediapipe | MediaPipe Tasks metadata in the exported `.tflite` files (skipped, with one log line, without it) |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ EXTRAS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "onnx": (("tf2onnx", "tf2onnx"), ("onnxruntime", "onnxruntime")),
     "serving": (("tensorflow_serving.apis", "tensorflow-serving-api"),),
     "tune": (("keras_tuner", "keras-tuner"),),
+    "mediapipe": (("mediapipe", "mediapipe"),),
 }
 
 

@@ -6,7 +6,10 @@
                     embed_images (image_bytes string [N] -> {"features"}) and, with a head, classify /
                     classify_bytes (-> {"probabilities", "class_ids", "class_names"})
     assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays at load
-  encoder.tflite    float32 TFLite with the serving_default signature
+  classifier.tflite  with a head: signature classify, images -> probabilities [N, C] only (+ MediaPipe
+                    ImageClassifier metadata with labels.txt packed in when mediapipe is installed)
+  encoder.tflite    float32 TFLite with the serving_default signature (+ MediaPipe ImageEmbedder metadata
+                    when mediapipe is installed: sslzoo.export.mediapipe_metadata)
   encoder.keras     the Keras encoder, for fine-tuning (loads with safe_mode=True)
   labels.txt        with a head: the class names, one per line, in class-id order
   model_card.json   the caller's card + input spec, signatures, parity figures, sha256 of every file
@@ -43,7 +46,7 @@ from sslzoo.export.saved_model import (
     saved_model_classify,
     saved_model_features,
 )
-from sslzoo.export import serving_requests
+from sslzoo.export import mediapipe_metadata, serving_requests
 from sslzoo.export.tflite import convert_to_tflite, interpreter, signature_io, tflite_features
 from sslzoo.export.variants import check_variants, export_classifier, export_variants
 from sslzoo.layers.batch_norm import with_builtin_batch_norm
@@ -136,14 +139,19 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
             warmup_written = serving_requests.write_warmup_requests(
                 saved_model_dir, images[:1], encoded[:1], classify=head is not None)
 
+        use_mediapipe = mediapipe_metadata.available()
+        if not use_mediapipe:
+            logger.warning(mediapipe_metadata.SKIPPED_MESSAGE)
         tflite_path = staging / TFLITE_FILE
         tflite_path.write_bytes(convert_to_tflite(saved_model_dir))
+        if use_mediapipe:  # before the parity check, so the file checked is the file shipped
+            mediapipe_metadata.add_embedder_metadata(tflite_path)
         tflite_diff = _tflite_parity(tflite_path, images, reference)
 
         tflite_card = export_variants(
             staging, saved_model_dir, variants, reference_fn=lambda x: keras_features(encoder, x),
             images=images, representative_images=representative_images, int8_io=int8_io,
-            eval_data=eval_data, allow_accuracy_drop=allow_accuracy_drop,
+            eval_data=eval_data, allow_accuracy_drop=allow_accuracy_drop, mediapipe=use_mediapipe,
         )
 
         onnx_card = _export_onnx(staging, saved_model_dir, images, reference) if onnx else None
@@ -155,8 +163,14 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
             (staging / LABELS_FILE).write_text("".join(name + "\n" for name in head_info["class_names"]),
                                                encoding="utf-8")
             head.save(staging / HEAD_FILE)
-            tflite_card["classifier"] = export_classifier(
-                staging, saved_model_dir, keras_probabilities(encoder, head, images), images)
+            probabilities = keras_probabilities(encoder, head, images)
+            tflite_card["classifier"] = export_classifier(staging, saved_model_dir, probabilities, images,
+                                                          head_info["class_names"], mediapipe=use_mediapipe)
+        if use_mediapipe:
+            tflite_card["mediapipe"] = mediapipe_metadata.card_entry(
+                [p.name for p in staging.glob("encoder*.tflite")
+                 if mediapipe_metadata.has_metadata(p.read_bytes())],
+                tflite_card["classifier"]["file"] if head_info else None)
 
         parity = {
             "batch_sizes": list(PARITY_BATCH_SIZES),
