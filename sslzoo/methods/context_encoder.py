@@ -2,7 +2,8 @@
 
 The configured encoder embeds the image with a hole filled by the dataset mean; a decoder behind the
 paper's channel-wise fully-connected bottleneck predicts the region (hole plus an overlap ring weighted
-10x); optionally a discriminator with its own optimizer adds the adversarial loss (0.999 / 0.001).
+10x, or given a set share of the L2 weight by `ring_share`; `hole_l2` and `ring_l2` log the two errors apart);
+optionally a discriminator with its own optimizer adds the adversarial loss (0.999 / 0.001).
 `method.encoder` (not the decoder) is what gets evaluated and exported.
 """
 
