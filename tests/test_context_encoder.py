@@ -13,6 +13,10 @@ from sslzoo.augment.masks import (
     overlap_weights,
     random_block_hole,
     random_region_hole,
+    ring_mask,
+    ring_share_weight,
+    ring_share_weights,
+    ring_weight_share,
 )
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError
@@ -21,6 +25,7 @@ from sslzoo.losses.reconstruction import (
     generator_adversarial_loss,
     joint_loss,
     masked_l2,
+    region_l2,
 )
 from sslzoo.methods import build_method
 from sslzoo.training.checkpoints import RunState
@@ -320,6 +325,115 @@ def test_discriminator_optimizer_state_is_restored_from_a_run_checkpoint(tmp_pat
         np.testing.assert_array_equal(a, b.numpy())
 
 
+# --- issue 16: the ring's share of the L2 weight, hole and ring errors logged apart ------------------------
+def _holes(kind, batch=4):
+    if kind == "central":
+        return central_hole(batch, 32, 16, 2)
+    if kind == "random_block":
+        return random_block_hole(batch, 32, 8, 4, SEED)
+    return random_region_hole(batch, 32, 8, 0.2, 0.3, SEED)
+
+
+def test_ring_weight_share_of_the_overlap_weighting_in_closed_form():
+    # The code's 128-px central geometry: hole 56^2 = 3136 px at weight 1, ring 64^2 - 56^2 = 960 px at 10.
+    paper = ring_weight_share(central_hole(1, 128, 64, 4), overlap_weights(central_hole(1, 128, 64, 4), 4, 10.0))
+    np.testing.assert_allclose(paper.numpy(), [9600 / 12736], rtol=1e-6)
+    assert round(float(paper[0]), 4) == 0.7538
+    # This zoo's 32-px central geometry: hole 12^2 = 144, ring 16^2 - 144 = 112 px at 10: 1120 / 1264.
+    ours = ring_weight_share(central_hole(2, 32, 16, 2), overlap_weights(central_hole(2, 32, 16, 2), 2, 10.0))
+    np.testing.assert_allclose(ours.numpy(), [1120 / 1264] * 2, rtol=1e-6)
+    # Random regions at 32 px: more ring than hole, so the ring's share is higher still.
+    hole = _holes("random_region", 16)
+    assert float(tf.reduce_min(ring_weight_share(hole, overlap_weights(hole, 2, 10.0)))) > 0.9
+
+
+@pytest.mark.parametrize("kind", ["central", "random_block", "random_region"])
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.75, 0.9])
+def test_ring_share_weights_give_the_ring_exactly_that_share_per_image(kind, share):
+    hole = _holes(kind)
+    weights = ring_share_weights(hole, 2, share)
+    np.testing.assert_allclose(ring_weight_share(hole, weights).numpy(), np.full(4, share), atol=1e-6)
+    # 1 in the hole, the image's own constant on its ring (the closed form), 0 elsewhere.
+    h, r, w = hole.numpy()[..., 0], ring_mask(hole, 2).numpy()[..., 0], weights.numpy()[..., 0]
+    for b in range(4):
+        expected = share / (1 - share) * h[b].sum() / r[b].sum()
+        np.testing.assert_allclose(w[b], h[b] + expected * r[b], rtol=1e-6)
+    # The same share as overlap_weights when its weight is the closed form's (central masks: one geometry).
+    if kind == "central" and share > 0:
+        weight = float(ring_share_weight(144.0, 112.0, share))
+        np.testing.assert_allclose(weights.numpy(), overlap_weights(hole, 2, weight).numpy(), rtol=1e-6)
+
+
+def test_ring_share_outside_zero_to_one_fails():
+    with pytest.raises(ConfigError, match="ring_share 1.0"):
+        ring_share_weight(1.0, 1.0, 1.0)
+    encoder = build_encoder("convnet_small", 32, width=0.25)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match="ring_share"):
+            build_method("context_encoder", {"ring_share": bad}, encoder)
+
+
+@pytest.mark.parametrize("mask", ["central", "random_region"])
+def test_method_weights_give_the_ring_the_configured_share(mask):
+    default = _batch(_method({"mask": mask}))
+    shared = _batch(_method({"mask": mask, "ring_share": 0.75}))
+    # Same holes and rings; only the ring's weight differs.
+    for key in ("hole", "ring", "masked"):
+        np.testing.assert_array_equal(default[key].numpy(), shared[key].numpy())
+    np.testing.assert_allclose(ring_weight_share(shared["hole"], shared["weights"]).numpy(), 0.75, atol=1e-6)
+    today = ring_weight_share(default["hole"], default["weights"]).numpy()
+    assert today.min() > 0.85  # overlap_weight 10 at 32 px: ~0.89 (central), ~0.94 (random regions)
+    np.testing.assert_array_equal((default["ring"].numpy() > 0), (default["weights"].numpy() == 10.0))
+    hole_only = _batch(_method({"mask": mask, "ring_share": 0.0}))
+    np.testing.assert_array_equal(hole_only["weights"].numpy(), hole_only["hole"].numpy())
+
+
+def test_region_l2_is_the_unweighted_mean_over_its_own_values():
+    targets = tf.random.stateless_uniform((2, 4, 4, 3), seed=[5, 6], minval=-1, maxval=1)
+    mask = np.zeros((2, 4, 4, 1), np.float32)
+    mask[0, 1, 2] = mask[1, 3, 3] = 1
+    error = np.zeros((2, 4, 4, 3), np.float32)
+    error[0, 1, 2] = [0.1, 0.2, 0.3]
+    error[1, 0, 0] = 5.0  # outside the mask: ignored
+    np.testing.assert_allclose(float(region_l2(targets + error, targets, mask)), (0.01 + 0.04 + 0.09) / 6,
+                               rtol=1e-5)
+    assert float(region_l2(targets + error, targets, np.zeros_like(mask))) == 0.0
+
+
+@pytest.mark.parametrize("mask", ["central", "random_region"])
+@pytest.mark.parametrize("ring_share", [None, 0.75])
+def test_hole_and_ring_l2_are_logged_apart_in_closed_form(mask, ring_share):
+    """A prediction equal to the target on the ring (and everywhere but the hole) and off by c on the hole:
+    ring_l2 = 0 and hole_l2 = c^2 (per value, as masked_l2 counts); the loss is the hole's weight times c^2."""
+    method = _method({"mask": mask, "ring_share": ring_share})
+    data = _batch(method, size=4)
+    real = 2.0 * tf.cast(method._crop(data["images"]), tf.float32) - 1.0
+    c, d = 0.3, 0.2
+    hole = data["hole"]
+    method.inpaint = lambda masked, training=False: (real + c * hole, tf.zeros((4, method.feature_dim)))
+    _, logs = method.compute_loss_and_logs(data, training=False)
+    np.testing.assert_allclose(float(logs["hole_l2"]), c ** 2, rtol=1e-5)
+    assert float(logs["ring_l2"]) == 0.0
+    hole_pixels = float(tf.reduce_sum(hole))
+    np.testing.assert_allclose(float(logs["reconstruction_loss"]),
+                               c ** 2 * hole_pixels * 3 / float(tf.size(real)), rtol=1e-5)
+    # Off by c on the hole and d on the ring: each term sees only its own error.
+    ring = data["ring"]
+    method.inpaint = lambda masked, training=False: (real + c * hole + d * ring, tf.zeros((4, method.feature_dim)))
+    _, logs = method.compute_loss_and_logs(data, training=False)
+    np.testing.assert_allclose([float(logs["hole_l2"]), float(logs["ring_l2"])], [c ** 2, d ** 2], rtol=1e-5)
+    expected = (c ** 2 * hole_pixels + d ** 2 * float(tf.reduce_sum(data["weights"] * ring))) * 3 / float(tf.size(real))
+    np.testing.assert_allclose(float(logs["reconstruction_loss"]), expected, rtol=1e-5)
+
+
+def test_fit_logs_hole_and_ring_l2_every_step():
+    from tests.harness import fit_one_step
+    for options in ({"mask": "central"}, {"mask": "random_region", "ring_share": 0.75}):
+        _, _, logs = fit_one_step("context_encoder", {"decoder_width": 16, **options})
+        for name in ("loss", "reconstruction_loss", "hole_l2", "ring_l2"):
+            assert np.isfinite(logs[name]) and logs[name] > 0, (options, name, logs)
+
+
 # --- contract, options, pictures ------------------------------------------------------------------------
 @pytest.mark.parametrize("options", [
     {"adversarial": False, "mask": "central"},
@@ -358,7 +472,7 @@ def test_unknown_option_fails_listing_every_allowed_key():
     for key in ("mask", "region_size", "overlap", "overlap_weight", "block_size", "num_blocks", "coverage",
                 "noise_size", "fill", "decoder_width", "adversarial", "reconstruction_weight",
                 "discriminator_width", "discriminator_learning_rate", "discriminator_beta_1", "flip",
-                "crop_padding"):
+                "crop_padding", "ring_share"):
         assert f"{key}:" in allowed, key
 
 
@@ -393,6 +507,8 @@ def test_save_pictures_writes_a_png_with_input_prediction_and_original(mask, tmp
 # (fixed in heads/decoders.py; two processes now train bit-identical weights). After that fix, trainer.seed
 # 1, 2, 3 (this test runs seed 0, not among them) gave kNN +3.62, +3.76, +5.75 and linear +3.74, +2.00,
 # +2.82 (`python train.py ... --set trainer.seed=S`, the command train_on_cifar builds, on the 2-core CPU).
+# Seed 0, this test's run, re-measured with the same command: kNN 37.19 vs 33.19 (+4.00), linear 42.75 vs
+# 40.19 (+2.56); seed 4: +3.26 / +3.06 (issue 16's measurements, zoo config header: ring_share left unset).
 # Margins, set before those runs and kept: below every seed's gain, about half the mean gain.
 KNN_MARGIN = 2.4
 LINEAR_MARGIN = 1.3

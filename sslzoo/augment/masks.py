@@ -9,6 +9,11 @@ Central masks follow the context-encoder code (`train.lua`, `overlapPred`): the 
 central `region_size` square; the hole in the input is that square shrunk by `overlap` pixels per side, so
 the ring between them is visible, predicted, and weighted 10x. The same ring is what `overlap_weights`
 gives for any hole, so random masks get the same treatment.
+
+At 32 px that ring outweighs the hole: with weight 10 it carries ~89% of the L2 weight for central masks
+and ~94% for random regions (the code's 128-px geometry: 75%), so the loss is mostly autoencoding visible
+pixels. `ring_share_weights` instead sets each image's ring weight from its own pixel counts so the ring
+carries a chosen fraction of the weight (`ring_weight_share` measures that fraction).
 """
 
 from __future__ import annotations
@@ -103,12 +108,59 @@ def overlap_weights(hole: tf.Tensor, overlap: int, overlap_weight: float) -> tf.
     Returns:
         float32 [B, S, S, 1].
     """
+    return hole + overlap_weight * ring_mask(hole, overlap)
+
+
+def ring_mask(hole: tf.Tensor, overlap: int) -> tf.Tensor:
+    """The visible pixels within `overlap` (Chebyshev) of the hole: float32 [B, S, S, 1], 1 on the ring."""
     if overlap <= 0:
-        return hole
+        return tf.zeros_like(hole)
     window = 2 * overlap + 1
     # A max-pool is a binary dilation: every pixel within `overlap` (Chebyshev) of the hole.
-    grown = tf.nn.max_pool2d(hole, ksize=window, strides=1, padding="SAME")
-    return hole + overlap_weight * (grown - hole)
+    return tf.nn.max_pool2d(hole, ksize=window, strides=1, padding="SAME") - hole
+
+
+def ring_share_weight(hole_pixels, ring_pixels, ring_share: float):
+    """The ring weight (hole weight 1) giving the ring `ring_share` of the total weight:
+    w * ring / (hole + w * ring) = share  <=>  w = share / (1 - share) * hole / ring; 0 when there is no ring.
+
+    Args:
+        hole_pixels, ring_pixels: counts (numbers or float tensors of the same shape).
+        ring_share: in [0, 1); 0 weights the hole only.
+    """
+    if not 0.0 <= ring_share < 1.0:
+        raise ConfigError(f"method.options.ring_share {ring_share}: must be in [0, 1) (the code's 128-px "
+                          "geometry: 0.75; 0 = hole only)")
+    ratio = ring_share / (1.0 - ring_share)
+    return tf.math.divide_no_nan(ratio * tf.cast(hole_pixels, tf.float32), tf.cast(ring_pixels, tf.float32))
+
+
+def ring_share_weights(hole: tf.Tensor, overlap: int, ring_share: float) -> tf.Tensor:
+    """Per-pixel weights like `overlap_weights`, but each image's ring weight is set from its own hole and
+    ring pixel counts so that the ring carries exactly `ring_share` of that image's total weight.
+
+    Args:
+        hole: float32 [B, S, S, 1], 1 on dropped pixels.
+        overlap: ring width in pixels.
+        ring_share: fraction of the weight on the ring, in [0, 1) (0.75 reproduces the code's 128-px
+            central geometry to within 0.4 points; 0 = hole only).
+    Returns:
+        float32 [B, S, S, 1]: 1 in the hole, the image's ring weight on its ring, 0 elsewhere.
+    """
+    ring = ring_mask(hole, overlap)
+    weight = ring_share_weight(tf.reduce_sum(hole, axis=[1, 2, 3]), tf.reduce_sum(ring, axis=[1, 2, 3]),
+                               ring_share)
+    return hole + weight[:, tf.newaxis, tf.newaxis, tf.newaxis] * ring
+
+
+def ring_weight_share(hole: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Per image, the fraction of the total weight on visible pixels (the ring): float32 [B].
+
+    Args:
+        hole: float32 [B, S, S, 1]; weights: float32 [B, S, S, 1] on the same pixels.
+    """
+    total = tf.reduce_sum(weights, axis=[1, 2, 3])
+    return tf.math.divide_no_nan(tf.reduce_sum(weights * (1.0 - hole), axis=[1, 2, 3]), total)
 
 
 def make_hole(kind: str, batch_size, image_size: int, options: dict, seed) -> tf.Tensor:
@@ -132,6 +184,10 @@ def check_mask_options(kind: str, image_size: int, options: dict) -> None:
         raise ConfigError(f"method.options.overlap {overlap}: must be >= 0 (the card: 2 at 32x32)")
     if options["overlap_weight"] < 0:
         raise ConfigError(f"method.options.overlap_weight {options['overlap_weight']}: must be >= 0 (paper: 10)")
+    share = options.get("ring_share")
+    if share is not None and not 0.0 <= share < 1.0:
+        raise ConfigError(f"method.options.ring_share {share}: must be in [0, 1) or null (the code's 128-px "
+                          "geometry: 0.75; 0 = hole only; null = overlap_weight)")
     if kind == "central":
         region = options["region_size"]
         if not 0 < region <= image_size:

@@ -37,6 +37,22 @@ def masked_l2(predictions: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) ->
     return tf.reduce_mean(weights * squared)
 
 
+def region_l2(predictions: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Unweighted mean squared error over the pixels where `mask` is 1, per value as `masked_l2` counts
+    (a pixel of C channels is C values); 0 when the mask is empty. The context encoder logs it for the
+    hole and for the overlap ring separately (`hole_l2`, `ring_l2`).
+
+    Args:
+        predictions, targets: [B, H, W, C]; mask: [B, H, W, 1] (or [B, H, W, C]) of 0/1.
+    Returns:
+        scalar float32.
+    """
+    predictions = tf.cast(predictions, tf.float32)
+    squared = tf.square(predictions - tf.cast(targets, tf.float32))
+    mask = tf.broadcast_to(tf.cast(mask, tf.float32), tf.shape(squared))
+    return tf.math.divide_no_nan(tf.reduce_sum(mask * squared), tf.reduce_sum(mask))
+
+
 def pixel_l2(predictions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """1/2 ||y - y_hat||^2 per pixel, summed over channels: [B, h, w, C] twice -> [B, h, w] float32.
 
