@@ -325,7 +325,7 @@ def test_discriminator_optimizer_state_is_restored_from_a_run_checkpoint(tmp_pat
         np.testing.assert_array_equal(a, b.numpy())
 
 
-# --- issue 16: the ring's share of the L2 weight, hole and ring errors logged apart ------------------------
+# --- the ring's share of the L2 weight, hole and ring errors logged apart -------------------------------
 def _holes(kind, batch=4):
     if kind == "central":
         return central_hole(batch, 32, 16, 2)
@@ -508,7 +508,7 @@ def test_save_pictures_writes_a_png_with_input_prediction_and_original(mask, tmp
 # 1, 2, 3 (this test runs seed 0, not among them) gave kNN +3.62, +3.76, +5.75 and linear +3.74, +2.00,
 # +2.82 (`python train.py ... --set trainer.seed=S`, the command train_on_cifar builds, on the 2-core CPU).
 # Seed 0, this test's run, re-measured with the same command: kNN 37.19 vs 33.19 (+4.00), linear 42.75 vs
-# 40.19 (+2.56); seed 4: +3.26 / +3.06 (issue 16's measurements, zoo config header: ring_share left unset).
+# 40.19 (+2.56); seed 4: +3.26 / +3.06 (the zoo config header's ring_share measurements: ring_share left unset).
 # Margins, set before those runs and kept: below every seed's gain, about half the mean gain.
 KNN_MARGIN = 2.4
 LINEAR_MARGIN = 1.3
