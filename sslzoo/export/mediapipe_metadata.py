@@ -12,8 +12,9 @@ float32 RGB in [0, 1] and normalises inside, so the options are mean 0 / std 255
 `classifier.tflite` is the SavedModel's `classify` signature converted with its `probabilities` output
 alone (`sslzoo.export.variants.probabilities_only_tflite`): MediaPipe's classifier reads float32 / uint8
 score tensors only, not the SavedModel's `class_ids` (int64) and `class_names` (string) outputs, which TF
-Serving keeps. The class names travel in the file (packed labels.txt) and beside it. An `int8_io` variant (int8 input *and* int8 output) gets none either:
-MediaPipe's embedder reads float32 or uint8 embeddings, not int8. Variants with float32 input and output
+Serving keeps. The class names travel in the file (packed labels.txt) and beside it. An `int8_io` variant
+(int8 input *and* int8 output) gets no metadata: MediaPipe's embedder reads float32 or uint8 embeddings, not
+int8. Variants with float32 input and output
 (float16, dynamic, int8 without `int8_io`) get the same metadata as `encoder.tflite`.
 
 The metadata writers are mediapipe's own (`mediapipe.tasks.python.metadata.metadata_writers`). Writing
