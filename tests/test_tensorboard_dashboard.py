@@ -74,6 +74,9 @@ def test_last_top1_is_the_knn_of_the_final_encoder_on_the_same_subset(runs):
     # A subset of the 360 training images as the bank; all 40 validation images as queries.
     assert len(monitor.bank_labels) == 150 < len(splits.train) and len(monitor.query_labels) == len(splits.val)
     assert float(_history(on)[-1][TOP1]) == pytest.approx(monitor.measure(), abs=1e-3)
+    # Every measurement reuses one traced forward pass (no retracing per epoch).
+    assert monitor.measure() == pytest.approx(float(_history(on)[-1][TOP1]), abs=1e-3)
+    assert monitor.forward.experimental_get_tracing_count() == 1
 
 
 def test_the_monitor_does_not_change_the_training(runs):

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 
-def extract_features(encoder: keras.Model, images_uint8, batch_size: int = 512) -> np.ndarray:
+def extract_features(encoder: keras.Model, images_uint8, batch_size: int = 512, forward=None) -> np.ndarray:
     """Runs `encoder(images / 255, training=False)` over all images and returns the features.
 
     The uint8 -> float conversion happens per batch inside one traced function (a single trace: the batch
@@ -19,13 +19,15 @@ def extract_features(encoder: keras.Model, images_uint8, batch_size: int = 512) 
         encoder: functional encoder, input float32 [N, S, S, 3] in [0, 1], output features [N, D].
         images_uint8: uint8 [N, S, S, 3].
         batch_size: images per forward pass.
+        forward: a `feature_function(encoder, image_shape)` to reuse; None traces a new one. A caller that
+            extracts again and again (the kNN monitor, every epoch) passes its own, traced once.
 
     Returns:
         float32 [N, D]; [0, D] for no images.
     """
     if hasattr(images_uint8, "batches"):  # an ImageSet
         if images_uint8.streamed:
-            return _streamed_features(encoder, images_uint8, batch_size)
+            return _streamed_features(encoder, images_uint8, batch_size, forward)
         images_uint8 = images_uint8.images
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
@@ -35,13 +37,15 @@ def extract_features(encoder: keras.Model, images_uint8, batch_size: int = 512) 
     if len(images_uint8) == 0:
         return np.zeros((0, feature_dim), np.float32)
 
-    forward = _forward(encoder, images_uint8.shape[1:])
+    forward = forward or feature_function(encoder, images_uint8.shape[1:])
     blocks = [forward(images_uint8[start : start + batch_size]).numpy()
               for start in range(0, len(images_uint8), batch_size)]
     return np.concatenate(blocks, axis=0).reshape(len(images_uint8), feature_dim)
 
 
-def _forward(encoder: keras.Model, image_shape):
+def feature_function(encoder: keras.Model, image_shape):
+    """The traced `uint8 [N, *image_shape] -> float32 features [N, D]` pass `extract_features` runs."""
+
     @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(image_shape), tf.uint8)])
     def forward(batch):
         # training=False: BN uses its moving statistics and dropout is off. The cast to float32 also undoes
@@ -52,10 +56,10 @@ def _forward(encoder: keras.Model, image_shape):
     return forward
 
 
-def _streamed_features(encoder: keras.Model, image_set, batch_size: int) -> np.ndarray:
+def _streamed_features(encoder: keras.Model, image_set, batch_size: int, forward=None) -> np.ndarray:
     feature_dim = encoder.output_shape[-1]
     size = image_set.image_size
-    forward = _forward(encoder, (size, size, 3))
+    forward = forward or feature_function(encoder, (size, size, 3))
     blocks = [forward(batch).numpy() for batch in image_set.batches(batch_size)]
     if not blocks:
         return np.zeros((0, feature_dim), np.float32)

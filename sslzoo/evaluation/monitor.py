@@ -25,7 +25,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from sslzoo.evaluation.features import extract_features
+from sslzoo.evaluation.features import extract_features, feature_function
 from sslzoo.evaluation.knn import knn_top1
 
 TOP1 = "knn_monitor_top1"
@@ -60,6 +60,9 @@ class KNNMonitor(keras.callbacks.Callback):
         self.bank_images, self.bank_labels = bank_images, np.asarray(bank_labels)
         self.query_images, self.query_labels = query_images, np.asarray(query_labels)
         self.num_classes, self.every, self.k, self.temperature = num_classes, every, k, temperature
+        # Traced once for the whole run (at the first measurement): a new trace per measurement made
+        # TensorFlow warn about retracing on every epoch.
+        self.forward = None
 
     @classmethod
     def from_splits(cls, encoder, splits, every: int, examples: int, seed: int, k: int = 200,
@@ -74,8 +77,10 @@ class KNNMonitor(keras.callbacks.Callback):
 
     def measure(self) -> float:
         """kNN top-1 (percent) of the encoder as it is now, on the monitor's subsets."""
-        bank = extract_features(self.encoder, self.bank_images)
-        queries = extract_features(self.encoder, self.query_images)
+        if self.forward is None:
+            self.forward = feature_function(self.encoder, tuple(self.encoder.input_shape[1:]))
+        bank = extract_features(self.encoder, self.bank_images, forward=self.forward)
+        queries = extract_features(self.encoder, self.query_images, forward=self.forward)
         return knn_top1(bank, self.bank_labels, queries, self.query_labels, self.num_classes,
                         k=self.k, temperature=self.temperature)
 
