@@ -43,6 +43,8 @@ COMMANDS: Dict[str, Command] = {
     "neighbors": Command("sslzoo.embed:neighbors_main", "nearest neighbours among embedded images (sslzoo.embed)"),
     "tune": Command("sslzoo.tuning:main", "hyperparameter search with keras-tuner (pip install \"sslzoo[tune]\")",
                     quiets_itself=True),
+    "select": Command("sslzoo.select.cli:main", "which method suits my images? successive halving within a budget "
+                      "(pip install \"sslzoo[tune]\")", quiets_itself=True),
     "benchmark": Command("sslzoo.benchmark.__main__:main", "the zoo benchmark: every method under one budget"),
     "bench": Command("sslzoo.bench:main", "throughput benchmark: step, input pipeline, end to end"),
     "report": Command("sslzoo.evaluation.report:main", "rebuild a finished run's report.md"),
@@ -106,14 +108,10 @@ def run(name: str, argv: List[str]) -> int:
 
 
 def _check_module(name: str, command: Command) -> None:
+    from sslzoo.extras import importable
+
     module_name = command.target.partition(":")[0]
-    if sys.modules.get(module_name) is not None:
-        return
-    try:
-        found = importlib.util.find_spec(module_name) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        found = False
-    if not found:
+    if not importable(module_name):
         _fail(f"sslzoo {name}: this sslzoo has no {module_name} module ({command.target} runs the command); "
               f"update to a version of sslzoo that has {module_name.replace('.', '/')}.py (in a checkout: "
               "git pull, then pip install . again)")

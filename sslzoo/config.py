@@ -218,13 +218,16 @@ _BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
            "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
 
 
-def option(default: Any, doc: str = "", **bounds: float) -> Any:
-    """A field of an options dataclass: its default, a one-line doc, and optional bounds `ge`, `gt`,
-    `le`, `lt` (checked on the value, or on every item of a tuple)."""
+def option(default: Any, doc: str = "", search: tuple = (), **bounds: float) -> Any:
+    """A field of an options dataclass: its default, a one-line doc, optional bounds `ge`, `gt`, `le`,
+    `lt` (checked on the value, or on every item of a tuple), and `search`: the values `sslzoo select`
+    tries for one of the method's few most sensitive options (empty: not searched)."""
     unknown = set(bounds) - set(_BOUNDS)
     if unknown:
         raise TypeError(f"option(): unknown bound(s) {sorted(unknown)}; use {', '.join(_BOUNDS)}")
-    metadata = {"doc": doc, "bounds": bounds}
+    if not isinstance(search, tuple):
+        raise TypeError("option(): search takes a tuple of values")
+    metadata = {"doc": doc, "bounds": bounds, "search": search}
     if isinstance(default, (list, dict, set)):
         raise TypeError("option(): use a tuple for a sequence default (options are frozen)")
     return field(default=default, metadata=metadata)
@@ -240,6 +243,11 @@ def _check_bounds(key: str, value: Any, bounds: Mapping[str, float], doc: str) -
             if not test(item, bound):
                 hint = f" ({doc})" if doc else ""
                 raise ConfigError(f"{key} {value!r}: must be {sign} {bound}{hint}")
+
+
+def searched_options(cls) -> Dict[str, tuple]:
+    """Option name -> the values `sslzoo select` tries, for the options of `cls` declared with `search=`."""
+    return {f.name: f.metadata["search"] for f in dataclasses.fields(cls) if f.metadata.get("search")}
 
 
 def describe_options(cls) -> str:

@@ -6,7 +6,7 @@
 |---|---|---|
 | `sslzoo[onnx]` | tf2onnx, onnxruntime | `export --format onnx` (conversion and its parity check) |
 | `sslzoo[serving]` | tensorflow-serving-api | gRPC request helpers, TF Serving warmup requests in the SavedModel |
-| `sslzoo[tune]` | keras-tuner | `sslzoo tune` / `tune.py` |
+| `sslzoo[tune]` | keras-tuner | `sslzoo tune` / `tune.py`, `sslzoo select` |
 | `sslzoo[mediapipe]` | mediapipe | MediaPipe Tasks metadata in the exported `.tflite` files (skipped, with one log line, without it) |
 """
 
@@ -35,7 +35,8 @@ def install_command(extra: str) -> str:
     return f'pip install "sslzoo[{extra}]"'
 
 
-def _importable(module: str) -> bool:
+def importable(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (its parent packages may be)."""
     if module in sys.modules:
         return sys.modules[module] is not None  # None: import blocked (how tests simulate a missing package)
     try:
@@ -46,7 +47,7 @@ def _importable(module: str) -> bool:
 
 def missing(extra: str) -> List[str]:
     """The pip packages of `extra` that cannot be imported."""
-    return [package for module, package in EXTRAS[extra] if not _importable(module)]
+    return [package for module, package in EXTRAS[extra] if not importable(module)]
 
 
 def available(extra: str) -> bool:

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the build reads: pyproject's readme and license-files, the package and the configs it maps in.
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "sslzoo", "zoo_configs")
 BLOCKED = ("tf2onnx", "onnxruntime", "tensorflow_serving", "keras_tuner")
-COMMANDS = ("train", "export", "embed", "neighbors", "tune", "benchmark", "bench", "report", "list", "prepare")
+COMMANDS = ("train", "export", "embed", "neighbors", "select", "tune", "benchmark", "bench", "report", "list",
+            "prepare")
 TINY = ["data.synthetic_examples=200", "encoder.options.width=0.25", "method.options.head_width=16",
         "trainer.batch_size=16", "trainer.epochs=1", "trainer.steps_per_epoch=1", "eval.linear_epochs=1",
         "eval.knn_k=5", "eval.random_init=false"]
@@ -232,6 +233,9 @@ def test_missing_extras_are_refused_with_their_install_command(installed):
     assert onnx.returncode == 2 and 'pip install "sslzoo[onnx]"' in onnx.stderr, onnx.stderr
     tune = run([bin_dir / "sslzoo", "tune", "probe", "--run", "runs/none"], installed)
     assert tune.returncode == 2 and 'pip install "sslzoo[tune]"' in tune.stderr, tune.stderr
+    select = run([bin_dir / "sslzoo", "select", "--data", "synthetic", "--eval-data", "labelled",
+                  "--budget-minutes", "1", "--output", "out"], installed)
+    assert select.returncode == 2 and 'pip install "sslzoo[tune]"' in select.stderr, select.stderr
     assert not (installed[2] / "out").exists()
 
 

@@ -13,7 +13,6 @@ the model that made the embeddings, or not at all.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +75,6 @@ class Encoder:
         return self.function()(images_uint8).numpy()
 
 
-def _card_sha256(folder: Path) -> str:
-    return hashlib.sha256((folder / CARD_NAME).read_bytes()).hexdigest()
-
-
 def load_encoder(name_or_path: str, sha256: Optional[str] = None) -> Encoder:
     """Resolves `name_or_path` like `sslzoo.load` (shipped name, cache, export folder, .keras file),
     verifies every file's sha256 against the card (and the card against `sha256` when given), loads it.
@@ -90,7 +85,7 @@ def load_encoder(name_or_path: str, sha256: Optional[str] = None) -> Encoder:
     location = loader.resolve(name_or_path)
     record = {"argument": str(name_or_path), "path": str(location.resolve())}
     if location.is_dir():
-        card_hash = _card_sha256(location)
+        card_hash = sha256_file(location / CARD_NAME)
         model = loader.load(location, sha256=sha256 or card_hash)
         card = read_card(location)
         record.update({"name": card.get("name") or location.name, "sha256": card_hash,

@@ -43,17 +43,24 @@ def extract_features(encoder: keras.Model, images_uint8, batch_size: int = 512, 
     return np.concatenate(blocks, axis=0).reshape(len(images_uint8), feature_dim)
 
 
-def feature_function(encoder: keras.Model, image_shape):
-    """The traced `uint8 [N, *image_shape] -> float32 features [N, D]` pass `extract_features` runs."""
+class _Forward:
+    """`encoder(images / 255, training=False)` as float32. A callable object rather than a closure:
+    TensorFlow counts traces of closures by their shared code, so one traced pass per new encoder (a
+    search's trials) would read as "excessive retracing"; an object is counted on its own."""
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(image_shape), tf.uint8)])
-    def forward(batch):
+    def __init__(self, encoder: keras.Model):
+        self.encoder = encoder
+
+    def __call__(self, batch):
         # training=False: BN uses its moving statistics and dropout is off. The cast to float32 also undoes
         # a mixed-precision encoder's float16 output.
-        features = encoder(tf.cast(batch, tf.float32) / 255.0, training=False)
+        features = self.encoder(tf.cast(batch, tf.float32) / 255.0, training=False)
         return tf.cast(features, tf.float32)
 
-    return forward
+
+def feature_function(encoder: keras.Model, image_shape):
+    """The traced `uint8 [N, *image_shape] -> float32 features [N, D]` pass `extract_features` runs."""
+    return tf.function(_Forward(encoder), input_signature=[tf.TensorSpec((None,) + tuple(image_shape), tf.uint8)])
 
 
 def _streamed_features(encoder: keras.Model, image_set, batch_size: int, forward=None) -> np.ndarray:

@@ -85,3 +85,33 @@ def _predict_block(queries, train, train_one_hot, k, temperature):
     neighbour_classes = tf.gather(train_one_hot, top_indices)  # [B, k, C]
     votes = tf.einsum("bk,bkc->bc", weights, neighbour_classes)  # [B, C]
     return tf.argmax(votes, axis=1, output_type=tf.int32)
+
+
+def knn_leave_one_out_top1(features: np.ndarray, labels: np.ndarray, num_classes: int, k: int = 200,
+                           temperature: float = 0.07) -> float:
+    """Top-1 (percent) of the weighted kNN vote where every example is a query against all the others.
+
+    The score of a small labelled set without splitting it further (`sslzoo select`): example i is
+    classified by `knn_predict` with the other N-1 examples as the bank, which is what this computes for
+    all i at once (the similarity of i with itself is excluded, `k` is capped at N-1).
+
+    Args:
+        features: float [N, D], N >= 2.
+        labels: int [N], in [0, num_classes).
+    """
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    count = len(labels)
+    if count < 2:
+        raise ValueError(f"knn_leave_one_out_top1: needs at least 2 examples, got {count}")
+    if temperature <= 0:
+        raise ValueError(f"knn_leave_one_out_top1: temperature must be > 0, got {temperature}")
+    features = np.asarray(features, np.float64)
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    k = int(min(k, count - 1))
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    weights = np.exp(np.take_along_axis(similarity, nearest, axis=1) / temperature)
+    votes = np.zeros((count, num_classes))
+    np.add.at(votes, (np.repeat(np.arange(count), k), labels[nearest].reshape(-1)), weights.reshape(-1))
+    return 100.0 * float(np.mean(votes.argmax(axis=1) == labels))

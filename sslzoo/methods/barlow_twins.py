@@ -28,7 +28,7 @@ class BarlowTwinsOptions(AsymmetricViewOptions):
     projector_dim: int = option(8192, "width of every projector layer, D of the cross-correlation "
                                       "(the paper: 8192)", ge=2)
     lambd: float = option(0.0051, "lambda, weight of the off-diagonal (redundancy-reduction) term "
-                                  "(the paper: 0.0051)", ge=0.0)
+                                  "(the paper: 0.0051)", search=(0.0051, 0.02), ge=0.0)
 
 
 @register_method("barlow_twins")

@@ -30,7 +30,8 @@ class BYOLOptions(AsymmetricViewOptions):
     # to 1 at the last step.
     base_momentum: float = option(
         0.99, "tau_base of the target's EMA, raised to 1 by a cosine over the run (the paper: 0.996 on "
-              "ImageNet at 1000 epochs; 0.99 here for short CIFAR-scale runs)", ge=0.0, le=1.0)
+              "ImageNet at 1000 epochs; 0.99 here for short CIFAR-scale runs)", search=(0.9, 0.99, 0.996),
+        ge=0.0, le=1.0)
     cosine_momentum: bool = option(True, "follow BYOL's cosine schedule of tau (False: tau_base throughout)")
     # The paper: 4096 hidden (twice ResNet-50's 2048 features), 256 out; same shape for the predictor.
     hidden_dim: int = option(0, "hidden width of projector and predictor (0 = twice the encoder's feature width; "

@@ -61,7 +61,7 @@ class DINOOptions:
     # --- teacher, centre and temperatures (`DINOLoss`) ---
     momentum_teacher: float = option(
         0.996, "teacher EMA momentum at the first step, raised to 1 by a cosine over the run (official: 0.996)",
-        ge=0.0, le=1.0)
+        search=(0.99, 0.996), ge=0.0, le=1.0)
     center_momentum: float = option(
         0.9, "EMA momentum of the centre (official: 0.9); 1.0 keeps the centre at 0, i.e. no centring",
         ge=0.0, le=1.0)

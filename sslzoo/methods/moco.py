@@ -40,7 +40,8 @@ class MoCoOptions(ViewOptions):
                                     "(builder.py asserts it; the paper: 65536; CIFAR demo: 4096)", ge=1)
     momentum: float = option(0.999, "m of the key encoder (the paper: 0.999, CIFAR demo 0.99; 0 fails to learn)",
                              ge=0.0, le=1.0)
-    temperature: float | None = option(None, "tau of InfoNCE (None: v1 0.07, v2 0.2)", gt=0.0)
+    temperature: float | None = option(None, "tau of InfoNCE (None: v1 0.07, v2 0.2)", search=(0.07, 0.1, 0.2),
+                                       gt=0.0)
     projection_dim: int = option(128, "output width of the projector (the paper: 128)", ge=1)
     # Official: dim_mlp = the fc layer's input width.
     hidden_dim: int = option(0, "v2 MLP hidden width (0 = the encoder's feature width)", ge=0)

@@ -32,7 +32,8 @@ class MoCoV3Options(AsymmetricViewOptions):
 
     # main_moco.py: --moco-t defaults to 1.0, the ResNet-50 recipes keep it; the ViT recipes (CONFIG.md)
     # pass --moco-t=.2.
-    temperature: float = option(1.0, "tau of the contrastive loss (official: 1.0 ResNet, 0.2 ViT)", gt=0.0)
+    temperature: float = option(1.0, "tau of the contrastive loss (official: 1.0 ResNet, 0.2 ViT)",
+                                search=(0.2, 0.5, 1.0), gt=0.0)
     # --moco-m 0.99 with --moco-m-cos in every recipe of CONFIG.md (the 1000-epoch ResNet: 0.996).
     base_momentum: float = option(
         0.99, "m of the momentum encoder at the first step, raised to 1 by a half cosine over the run "

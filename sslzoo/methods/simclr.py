@@ -24,7 +24,7 @@ class SimCLROptions(ViewOptions):
     """SimCLR's hyperparameters; the view augmentation (crop_scale ... flip) comes from `ViewOptions`."""
 
     # CIFAR (paper B.9 and the official README's CIFAR recipe): tau 0.5, colour strength 0.5, no blur.
-    temperature: float = option(0.5, "tau of NT-Xent", gt=0.0)
+    temperature: float = option(0.5, "tau of NT-Xent", search=(0.1, 0.2, 0.5), gt=0.0)
     # The paper's head g(h) = W2 ReLU(W1 h): hidden width = the encoder's feature width (2048 for a
     # ResNet-50; 0 means "the encoder's"), 128-d output. Fig. 8 compares it with a linear head and none.
     projection: Literal["none", "linear", "nonlinear"] = option(

@@ -25,7 +25,8 @@ class VICRegOptions(AsymmetricViewOptions):
     # The paper: a 3-layer expander of 8192 (Linear-BN-ReLU twice, then Linear).
     expander_layers: int = option(3, "fc layers of the expander (the paper: 3)", ge=1)
     expander_dim: int = option(8192, "width of every expander layer (the paper: 8192)", ge=2)
-    sim_coeff: float = option(25.0, "lambda, weight of the invariance term (the paper: 25)", ge=0.0)
+    sim_coeff: float = option(25.0, "lambda, weight of the invariance term (the paper: 25)",
+                             search=(10.0, 25.0, 50.0), ge=0.0)
     std_coeff: float = option(25.0, "mu, weight of the variance term (the paper: 25)", ge=0.0)
     cov_coeff: float = option(1.0, "nu, weight of the covariance term (the paper: 1)", ge=0.0)
 

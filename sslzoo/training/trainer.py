@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -213,9 +213,13 @@ def previous_speed(run_dir: Path) -> Dict[str, Any]:
 
 
 def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_epoch: int, steps: int,
-        verbose, strategy=None) -> Dict[str, Any]:
-    """Trains from `first_epoch` to `trainer.epochs`; returns the figures of the training for metrics.json."""
-    epochs = config.trainer.epochs
+        verbose, strategy=None, until_epoch: Optional[int] = None,
+        extra_callbacks: Sequence = ()) -> Dict[str, Any]:
+    """Trains from `first_epoch` to `until_epoch` (default `trainer.epochs`); returns the figures of the
+    training for metrics.json. Stopping early leaves the schedule that of `trainer.epochs`: continuing later
+    trains exactly as one uninterrupted run would. `extra_callbacks` run after the checkpoint's (one may stop
+    the training at an epoch's end: `model.stop_training`)."""
+    epochs = config.trainer.epochs if until_epoch is None else until_epoch
     figures = {"epochs": epochs, "steps_per_epoch": steps, "batch_size": config.trainer.batch_size}
     if first_epoch >= epochs:
         return {**previous_speed(run_dir), **figures}
@@ -239,6 +243,7 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
     callbacks = [
         keras.callbacks.TerminateOnNaN(raise_error=True),
         EpochCheckpoint(state, config.trainer.checkpoint_every, epochs),
+        *extra_callbacks,
         *_monitor(method, data, config),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         *([KNNMonitor.placeholder_remover()] if config.eval.monitor_every else []),
@@ -269,6 +274,48 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
             "resumed_from_epoch": first_epoch, **figures}
 
 
+def pretrain(config: Config, run_dir: str | Path, data: TrainingData, until_epoch: Optional[int] = None,
+             verbose: int | str = 0, extra_callbacks: Sequence = ()):
+    """Pretrains `run_dir` on already-loaded `data` from its last checkpoint to `until_epoch` (default
+    `trainer.epochs`), without evaluating; returns (encoder, method, training figures).
+
+    The stage a search runs many times on one loaded data set (`sslzoo select`: each rung continues the
+    previous rung's checkpoint). The optimizer schedule and the method's run length are always those of
+    `trainer.epochs`, so stopping at `until_epoch` and continuing later is one uninterrupted run. The
+    default strategy only (a mirrored run must split the CPU before TensorFlow starts: use `train_run`).
+    `extra_callbacks` as `fit`'s.
+    """
+    run_dir = Path(run_dir)
+    epochs = config.trainer.epochs
+    until = epochs if until_epoch is None else int(until_epoch)
+    if not 1 <= until <= epochs:
+        raise ConfigError(f"until_epoch={until_epoch} must lie in 1..trainer.epochs ({epochs})")
+    if config.trainer.strategy != "default":
+        raise ConfigError(f"trainer.strategy={config.trainer.strategy}: pretrain() runs the default strategy; "
+                          "use train_run for a distributed run")
+    check_run(config, run_dir)
+    kind = kind_for_source(config.data.source)
+    strategy = make_strategy("default", config.trainer.cpu_replicas)
+    keras.utils.set_random_seed(config.trainer.seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
+    try:
+        with hold_run_folder(run_dir):
+            _check_run_folder(config, run_dir)
+            check_monitor(config, data)
+            steps = training_steps(config, data)
+            encoder, method, state, first_epoch = start_training(
+                config, run_dir, strategy, steps, data.prepare_images, data.num_classes,
+                check_method=lambda method: kind.check_method(method, config))
+            if first_epoch > until:
+                raise ConfigError(f"run folder '{run_dir}' has trained {first_epoch} epochs, past until_epoch={until}")
+            training = fit(method, state, data, config, run_dir, first_epoch, steps, verbose, strategy,
+                           until_epoch=until, extra_callbacks=extra_callbacks)
+        return encoder, method, training
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
 def check_monitor(config: Config, data: TrainingData) -> None:
     """The kNN monitor needs labelled data; refused before config.yaml is written, so the corrected
     command is not turned away as a different run."""
@@ -282,7 +329,6 @@ def _monitor(method, data: TrainingData, config: Config) -> list:
     evaluation = config.eval
     if not evaluation.monitor_every:
         return []
-    check_monitor(config, data)
     return [KNNMonitor.from_splits(method.encoder, data.probe_splits, every=evaluation.monitor_every,
                                    examples=evaluation.monitor_examples, seed=config.trainer.seed,
                                    k=evaluation.knn_k, temperature=evaluation.knn_temperature)]

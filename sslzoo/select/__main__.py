@@ -1,0 +1,5 @@
+import sys
+
+from sslzoo.select.cli import main
+
+sys.exit(main())
