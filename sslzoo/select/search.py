@@ -129,14 +129,13 @@ def data_overrides(settings: Settings) -> List[str]:
 def candidate_config(candidate: Candidate, settings: Settings, plan: Optional[Plan] = None):
     """The config a candidate trains: its arm's config, the user's data, its setting, and the plan's
     schedule (without a plan: as calibration builds it)."""
-    overrides = [*data_overrides(settings), *candidate.overrides()]
-    config = config_lib.load(candidate.arm.config, overrides)
+    config = config_lib.load(candidate.arm.config, [*data_overrides(settings), *candidate.overrides()])
+    more = []
     if config.encoder.options.get("norm", "batch") == "batch":
-        overrides.append("encoder.options.norm=batch_fused")  # as the benchmark: same math, faster on CPU
+        more.append("encoder.options.norm=batch_fused")  # as the benchmark: same math, faster on CPU
     if plan is not None:
-        overrides += schedule_overrides(config, plan.horizon_units[candidate.name],
-                                        plan.steps_per_unit[candidate.name])
-    return config_lib.load(candidate.arm.config, overrides)
+        more += schedule_overrides(config, plan.horizon_units[candidate.name], plan.steps_per_unit[candidate.name])
+    return config_lib.from_dict(config.to_dict(), more) if more else config
 
 
 def _values_key(values: Dict[str, Any], candidate: Candidate) -> bool:
@@ -317,7 +316,7 @@ def _search(settings: Settings, output: Path, arms, pool: List[Candidate], label
         raise ConfigError("every candidate diverged (NaN) or none finished a rung within the budget: "
                           + "; ".join(f"{r['candidate']}: {r.get('diverged', 'no score')}" for r in records))
     return _finish(settings, output, plan, speeds, excluded, records, configs, by_name, data, labelled,
-                   tuning_images, tuning_labels, score, clock, stopped, command, reserve)
+                   tuning_images, tuning_labels, score, evaluation, clock, stopped, command, reserve)
 
 
 def _score_path(run_dir: Path) -> Path:
@@ -385,14 +384,14 @@ def _records(trials_dir: Path) -> List[Dict[str, Any]]:
 
 
 def _finish(settings, output, plan, speeds, excluded, records, configs, by_name, data, labelled,
-            tuning_images, tuning_labels, score, clock, stopped, command, reserve) -> Dict[str, Any]:
+            tuning_images, tuning_labels, score, evaluation, clock, stopped, command, reserve) -> Dict[str, Any]:
     """Trains the winner to the end of the budget, then reads the held-back part once and reports."""
     from sslzoo.select import report
     from sslzoo.select import trial as trials
     from sslzoo.training.build import initial_encoder
 
     scored = [r for r in records if r["score"] is not None]
-    best = max(scored, key=lambda r: (r["units"], r["score"], -int(r["trial"])))
+    best = max(scored, key=_rank)
     winner = by_name[best["candidate"]]
     winner_dir = output / WINNER
     mark = time.perf_counter()
@@ -417,9 +416,8 @@ def _finish(settings, output, plan, speeds, excluded, records, configs, by_name,
     mark = time.perf_counter()
     held_images, held_labels = labelled.held_back()
     runner = _runner_up(scored, winner.name)
-    default = _deepest(scored, f"{DEFAULT_ARM}")
+    default = _deepest(scored, DEFAULT_ARM)
     rows = []
-    bank_config = configs[winner.name].eval
     for role, record, folder in (("winner", final, winner_dir),
                                  ("runner-up", runner, output / TRIALS / runner["trial"] if runner else None),
                                  ("default", default, output / TRIALS / default["trial"] if default else None)):
@@ -429,12 +427,12 @@ def _finish(settings, output, plan, speeds, excluded, records, configs, by_name,
         rows.append({"role": role, "candidate": record["candidate"], "units": record["units"],
                      "tuning_score": record["score"],
                      **_held_back(encoder, tuning_images, tuning_labels, held_images, held_labels, labelled,
-                                  bank_config, settings.seed)})
+                                  evaluation, settings.seed)})
     initial = initial_encoder(configs[winner.name], winner_dir, 0)
     rows.append({"role": "random init", "candidate": f"{winner.name} at initialization", "units": 0,
                  "tuning_score": score(initial),
                  **_held_back(initial, tuning_images, tuning_labels, held_images, held_labels, labelled,
-                              bank_config, settings.seed)})
+                              evaluation, settings.seed)})
     clock.add("report_seconds", mark)
     _write_winner_outputs(winner_dir, winner, data, rows[0], configs[winner.name])
     clock.save()
@@ -471,9 +469,14 @@ def _held_back(encoder, tuning_images, tuning_labels, held_images, held_labels, 
                                    seed)
 
 
+def _rank(record: Dict[str, Any]):
+    """Deepest rung first, then the tuning score; among equals the earlier trial (as the oracle keeps it)."""
+    return record["units"], record["score"], -int(record["trial"])
+
+
 def _runner_up(scored, winner: str) -> Optional[Dict[str, Any]]:
     others = [r for r in scored if r["candidate"] != winner]
-    return max(others, key=lambda r: (r["units"], r["score"], -int(r["trial"]))) if others else None
+    return max(others, key=_rank) if others else None
 
 
 def _deepest(scored, name: str) -> Optional[Dict[str, Any]]:
