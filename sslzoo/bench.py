@@ -31,6 +31,7 @@ from sslzoo import config as config_lib
 from sslzoo import settings
 from sslzoo.data import load_splits, split_pipeline
 from sslzoo.data.decode import read_and_decode
+from sslzoo.data.pipeline import without_autotune
 from sslzoo.optimizers import build_optimizer
 from sslzoo.training.trainer import build_models
 
@@ -71,7 +72,7 @@ def jpeg_augment_rate(data_path: str, augment, batch_size: int, batches: int, im
         return read_and_decode(path, image_size)
 
     # As the training pipeline: uint8 batches, scaled to [0, 1] right before the augmentation.
-    dataset = (
+    dataset = without_autotune(
         tf.data.Dataset.from_tensor_slices(files)
         .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size, drop_remainder=True)

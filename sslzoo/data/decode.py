@@ -14,6 +14,8 @@ from typing import Callable, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from sslzoo.data.pipeline import without_autotune
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -115,7 +117,7 @@ def scan_files(paths: Sequence[str], image_size: int, keep: Callable[[int], bool
     dataset = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), encode_paths(paths)))
     # Order does not matter (each image carries its index); ignore_errors drops the files that fail.
     dataset = dataset.map(_read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    dataset = dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = without_autotune(dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE))
     for index, batch in dataset.as_numpy_iterator():
         decoded[index] = True
         kept = keep_mask[index]

@@ -19,7 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import encode_paths, read_and_decode
-from sslzoo.data.pipeline import Augment, augment_batches, epoch_order, make_pipeline, num_batches
+from sslzoo.data.pipeline import (
+    Augment, augment_batches, epoch_order, make_pipeline, num_batches, without_autotune,
+)
 
 
 def make_file_pipeline(paths: Sequence[str], labels: np.ndarray, *, image_size: int, batch_size: int,
@@ -69,7 +71,7 @@ def decoded_batches(paths: Sequence[str], image_size: int, batch_size: int = 256
     dataset = tf.data.Dataset.from_tensor_slices(encode_paths(paths))
     dataset = dataset.map(lambda p: read_and_decode(p, image_size), num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True)
-    yield from dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    yield from without_autotune(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
 def decode_some(paths: Sequence[str], image_size: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.data.decode import resize_uint8, to_rgb, to_uint8
+from sslzoo.data.pipeline import without_autotune
 from sslzoo.data.splits import DataSplits, make_stats, split_arrays
 from sslzoo.errors import DataError, DatasetNotPreparedError
 
@@ -81,7 +82,8 @@ def load_tfds(cfg) -> DataSplits:
     except (ValueError, KeyError) as error:  # an unknown split name
         raise DataError(f"TFDS dataset '{cfg.name}' has no split '{cfg.split}' (data.split); it has "
                         f"{', '.join(builder.info.splits.keys())}") from error
-    dataset = dataset.map(_example, num_parallel_calls=tf.data.AUTOTUNE).batch(1024).prefetch(tf.data.AUTOTUNE)
+    dataset = without_autotune(
+        dataset.map(_example, num_parallel_calls=tf.data.AUTOTUNE).batch(1024).prefetch(tf.data.AUTOTUNE))
     image_batches, label_batches = [], []
     for images, labels in dataset.as_numpy_iterator():
         image_batches.append(images)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from sslzoo.data.decode import decode_image
 from sslzoo.data.headers import BadImageError, check_pixels, image_header
-from sslzoo.data.pipeline import Augment, augment_batches, num_batches
+from sslzoo.data.pipeline import Augment, augment_batches, num_batches, without_autotune
 from sslzoo.data.splits import (
     DataSplits, ImageSet, check_bad_fraction, check_split_sizes, hold_in_memory, make_stats, split_indices,
 )
@@ -62,7 +62,7 @@ def load_tfrecord(cfg) -> DataSplits:
     records = records.filter(lambda i, record: tf.gather(tf.constant(wanted), i))
     records = records.map(lambda i, record: (i, decode_image(record[0], cfg.image_size)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
-    for index, image in records.as_numpy_iterator():
+    for index, image in without_autotune(records).as_numpy_iterator():
         decoded[index] = True
         if keep[index]:
             pixels[int(index)] = image
@@ -150,7 +150,7 @@ def record_batches(image_set: ImageSet, batch_size: int):
     records = _split_records(image_set, shard_dataset(image_set.reader.directory, with_path=True))
     images = records.map(lambda data, label, path: decode_image(data, image_set.image_size),
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    yield from images.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    yield from without_autotune(images.batch(batch_size).prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
 def take_records(image_set: ImageSet, indices: np.ndarray) -> np.ndarray:
@@ -163,7 +163,7 @@ def take_records(image_set: ImageSet, indices: np.ndarray) -> np.ndarray:
     records = _split_records(subset, shard_dataset(image_set.reader.directory, with_path=True))
     records = records.map(lambda data, label, path: (path, decode_image(data, image_set.image_size)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    for path, image in records.as_numpy_iterator():
+    for path, image in without_autotune(records).as_numpy_iterator():
         found[path.decode("utf-8", "surrogateescape")] = image
     size = image_set.image_size
     if not wanted:

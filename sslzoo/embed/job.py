@@ -38,6 +38,7 @@ import numpy as np
 from sslzoo import __version__
 from sslzoo.data.headers import BadImageError, check_pixels
 from sslzoo.data.listing import list_images
+from sslzoo.data.pipeline import without_autotune
 from sslzoo.embed import projector
 from sslzoo.embed.defaults import BATCH_SIZE, CHUNK_SIZE, LABEL_MODES, MAX_PIXELS
 from sslzoo.embed.model import PREPROCESSING, Encoder, load_encoder
@@ -206,7 +207,7 @@ def embed_chunk(encoder: Encoder, paths: List[str], start: int, batch_size: int,
         dataset = tf.data.Dataset.from_tensor_slices((positions, encode_paths([paths[i] for i in good])))
         # deterministic: the batches, hence the floating-point results, are the same on every run.
         dataset = dataset.map(_read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        dataset = dataset.ignore_errors().batch(batch_size).prefetch(2)
+        dataset = without_autotune(dataset.ignore_errors().batch(batch_size).prefetch(2))
         function = encoder.function()
         for index, images, small in dataset:
             indices.append(index.numpy())

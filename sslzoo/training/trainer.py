@@ -251,7 +251,7 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
     ]
     start = time.perf_counter()
     try:
-        method.fit(
+        history = method.fit(
             dataset,
             epochs=epochs,
             initial_epoch=first_epoch,
@@ -269,7 +269,8 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
             "or add warmup (optimizer.warmup_epochs), then rerun the same command to resume from it."
         ) from error
     seconds = time.perf_counter() - start
-    rate = (epochs - first_epoch) * steps * config.trainer.batch_size / seconds
+    # The epochs run, not those asked for: a callback may have stopped the training early.
+    rate = len(history.epoch) * steps * config.trainer.batch_size / seconds
     return {"train_seconds": round(seconds, 2), f"{data.unit}_per_second": round(rate, 1),
             "resumed_from_epoch": first_epoch, **figures}
 
