@@ -32,7 +32,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from sslzoo import config as config_lib
-    from sslzoo.data import load_splits
     from sslzoo.data.kinds import ImageKind
     from sslzoo.evaluation.features import extract_features
     from sslzoo.evaluation.protocol import evaluate_encoder
@@ -41,6 +40,7 @@ def main(argv=None) -> None:
     from sslzoo.select import trial as trials
     from sslzoo.select.labelled import LabelledSet
     from sslzoo.select.plan import schedule_overrides
+    from sslzoo.select.validate import benchmark_splits
     from sslzoo.training import trainer
 
     output = Path(args.output)
@@ -53,10 +53,7 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     deadline = trials.Deadline(start + args.seconds)
     encoder, _, training = trainer.pretrain(config, output / "run", data, extra_callbacks=[deadline])
-    labelled = config_lib.from_dict(config.to_dict(), [
-        "data.source=folder", f"data.path={Path(args.validation_data).resolve()}", "data.labels=subfolders",
-        "data.val_fraction=0.1", "data.split_seed=0", "data.max_examples=0", "data.cache=memory"])
-    validation, _ = evaluate_encoder(encoder, load_splits(labelled.data), config.eval, seed=0)
+    validation, _ = evaluate_encoder(encoder, benchmark_splits(config, args.validation_data), config.eval, seed=0)
     part = LabelledSet(args.eval_data, config.data.image_size, held_back_fraction=settings.held_back, seed=0)
     (tuning, tuning_labels), (held, held_labels) = part.tuning(), part.held_back()
     held_back = trials.held_back_scores(extract_features(encoder, tuning), tuning_labels,

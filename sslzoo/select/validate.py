@@ -19,9 +19,20 @@ import sys
 from pathlib import Path
 
 
-def validate(output: str | Path, data: str, val_fraction: float = 0.1, split_seed: int = 0) -> dict:
+def benchmark_splits(config, data: str | Path, val_fraction: float = 0.1, split_seed: int = 0):
+    """The labelled folder `data` split as the zoo benchmark splits it (stratified), read at `config`'s image size."""
     from sslzoo import config as config_lib
     from sslzoo.data import load_splits
+
+    labelled = config_lib.from_dict(config.to_dict(), [
+        "data.source=folder", f"data.path={Path(data).resolve()}", "data.labels=subfolders",
+        f"data.val_fraction={val_fraction}", f"data.split_seed={split_seed}", "data.max_examples=0",
+        "data.cache=memory"])
+    return load_splits(labelled.data)
+
+
+def validate(output: str | Path, data: str, val_fraction: float = 0.1, split_seed: int = 0) -> dict:
+    from sslzoo import config as config_lib
     from sslzoo.evaluation.protocol import evaluate_encoder
     from sslzoo.files import atomic_write_text
     from sslzoo.select import search
@@ -31,11 +42,7 @@ def validate(output: str | Path, data: str, val_fraction: float = 0.1, split_see
     output = Path(output)
     result = json.loads((output / search.RESULT_FILE).read_text())
     config = config_lib.load(output / search.WINNER / "config.yaml")
-    labelled = config_lib.from_dict(config.to_dict(), [
-        "data.source=folder", f"data.path={Path(data).resolve()}", "data.labels=subfolders",
-        f"data.val_fraction={val_fraction}", f"data.split_seed={split_seed}", "data.max_examples=0",
-        "data.cache=memory"])
-    splits = load_splits(labelled.data)
+    splits = benchmark_splits(config, data, val_fraction, split_seed)
     folders = {"winner": output / search.WINNER}
     for row in result["held_back"]:
         if row["role"] in ("runner-up", "default"):
