@@ -197,7 +197,10 @@ def start_training(config: Config, run_dir: Path, strategy, steps: int, train_im
     if not (run_dir / INIT_WEIGHTS).exists():
         # The random-init baseline is this exact encoder before training, kept so a resumed run
         # compares against the same weights.
-        atomic_write(run_dir / INIT_WEIGHTS, lambda tmp: encoder.save_weights(tmp), suffix=".weights.h5")
+        # Built-in layers, as encoder.keras: a weights file names layers by class, so the fused layer's
+        # weights would not load into the saved encoder (or a clone of it) with plain Keras.
+        atomic_write(run_dir / INIT_WEIGHTS, lambda tmp: with_builtin_batch_norm(encoder).save_weights(tmp),
+                     suffix=".weights.h5")
     first_epoch = state.restore_latest()
     if first_epoch:
         log.info("resuming %s from epoch %d of %d", run_dir, first_epoch, epochs)
