@@ -96,6 +96,9 @@ class TrainerConfig:
     cpu_replicas: int = 2  # mirrored on a machine without GPUs: this many logical CPU devices
     jit_compile: bool = False  # XLA was slower on the 2-core CPU (ResNet-18 SimCLR step 17.5 vs 27.9 images/s); an option for GPUs
     checkpoint_every: int = 1  # epochs
+    # > 0: train for this many seconds of this machine (earlier runs of the same folder count), trainer.epochs
+    # becoming the most it may train; schedules span the steps the budget affords (sslzoo/training/budget.py).
+    time_budget_s: float = 0.0
 
 
 @dataclass
@@ -402,6 +405,11 @@ def dump(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
+PIECEWISE_BUDGET = ("optimizer.schedule=piecewise changes the rate at fixed epochs, and a run with "
+                    "trainer.time_budget_s does not know its epochs in advance: use optimizer.schedule=cosine "
+                    "(it spans the budget) or constant, or train for trainer.epochs without a budget")
+
+
 def validate(config: Config) -> None:
     """Range checks that types alone cannot express."""
     checks = [
@@ -429,6 +437,11 @@ def validate(config: Config) -> None:
         (config.trainer.epochs >= 1, "trainer.epochs must be >= 1"),
         (config.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
         (config.trainer.steps_per_epoch >= 0, "trainer.steps_per_epoch must be >= 0 (0 = one pass over the data)"),
+        (config.trainer.time_budget_s >= 0, "trainer.time_budget_s must be >= 0 (0 = train for trainer.epochs)"),
+        (not config.trainer.time_budget_s or config.optimizer.schedule != "piecewise", PIECEWISE_BUDGET),
+        (not config.trainer.time_budget_s or config.trainer.strategy != "multi_worker",
+         "trainer.time_budget_s with trainer.strategy=multi_worker: each worker's clock would stop it at a "
+         "different step and the others would wait for it forever; train for trainer.epochs instead"),
         # The seed reaches numpy's global generator, which takes 32-bit unsigned seeds.
         (0 <= config.trainer.seed < 2**32, "trainer.seed must be in [0, 2**32 - 1]"),
         (config.data.split_seed >= 0, "data.split_seed must be >= 0"),

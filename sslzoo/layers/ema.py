@@ -111,9 +111,10 @@ def cosine_momentum(base: float, step, total_steps) -> tf.Tensor:
     return 1.0 - (1.0 - base) * (tf.cos(math.pi * progress) + 1.0) / 2.0
 
 
-def scheduled_momentum(base: float, step, total_steps: Optional[int], cosine: bool = True) -> tf.Tensor:
+def scheduled_momentum(base: float, step, total_steps, cosine: bool = True) -> tf.Tensor:
     """The momentum of a method's target at step k: `cosine_momentum(base, k, K)` when `cosine` and the run
-    length K is known (the trainer's `set_run_length`), else `base` throughout (e.g. outside the trainer)."""
-    if cosine and total_steps:
+    length K is known (the trainer's `set_run_length`: a number or an integer variable), else `base`
+    throughout (e.g. outside the trainer)."""
+    if cosine and total_steps is not None:
         return cosine_momentum(base, step, total_steps)
     return tf.constant(base, tf.float32)

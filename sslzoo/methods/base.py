@@ -120,9 +120,10 @@ class SSLMethod(keras.Model):
         """Told by the trainer before `fit`: the run's total optimizer steps, the K of schedules a method
         keeps itself (BYOL's momentum), as the optimizer's learning-rate schedule gets it, and the steps
         of one epoch, for options a paper counts in epochs (DINO's last-layer freeze). Called again on
-        every resume, so it need not be saved. Default: kept in `self.total_steps` and
-        `self.steps_per_epoch`."""
-        self.total_steps = int(total_steps)
+        every resume, so it need not be saved. `total_steps` may be an integer `tf.Variable` (a
+        time-budgeted run re-estimates its length as it trains): schedules read it at every step. Default:
+        kept in `self.total_steps` and `self.steps_per_epoch`."""
+        self.total_steps = total_steps if isinstance(total_steps, tf.Variable) else int(total_steps)
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
 
     def compute_loss_and_logs(self, data: Mapping[str, tf.Tensor], training: bool) -> Tuple[tf.Tensor, dict]:

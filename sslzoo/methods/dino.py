@@ -308,9 +308,9 @@ class DINO(SSLMethod):
     def weight_decay_at(self, step, start: float) -> tf.Tensor:
         """The weight decay of step k: the cosine from `start` to weight_decay_end over the run."""
         end = self.options.weight_decay_end
-        if not self.total_steps:
+        if self.total_steps is None:
             return tf.constant(start, tf.float32)
-        progress = tf.clip_by_value(tf.cast(step, tf.float32) / float(self.total_steps), 0.0, 1.0)
+        progress = tf.clip_by_value(tf.cast(step, tf.float32) / tf.cast(self.total_steps, tf.float32), 0.0, 1.0)
         return end + 0.5 * (start - end) * (1.0 + tf.cos(math.pi * progress))
 
     def last_layer_frozen(self, step) -> Optional[tf.Tensor]:

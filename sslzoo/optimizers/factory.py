@@ -14,7 +14,7 @@ from sslzoo.optimizers.schedules import base_learning_rate, build_schedule
 _NO_DECAY_NAMES = ["bias", "gamma", "beta"]
 
 
-def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int, horizon=None) -> keras.optimizers.Optimizer:
     """Builds the optimizer named by `cfg.name`, its learning rate from `build_schedule`.
 
     Weight decay semantics per name (`cfg.weight_decay`):
@@ -29,8 +29,9 @@ def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> 
         cfg: the run's `OptimizerConfig`.
         steps_per_epoch: optimizer steps in one epoch (> 0).
         epochs: number of epochs (> 0); the schedule ends at `steps_per_epoch * epochs`.
+        horizon: optional integer `tf.Variable` the schedule ends at instead (`build_schedule`).
     """
-    learning_rate = build_schedule(cfg, steps_per_epoch, epochs)
+    learning_rate = build_schedule(cfg, steps_per_epoch, epochs, horizon)
     weight_decay = float(cfg.weight_decay)
     name = cfg.name
     if name == "sgd":

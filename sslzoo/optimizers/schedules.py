@@ -17,7 +17,7 @@ from typing import Union
 import keras
 from keras import ops
 
-from sslzoo.config import OptimizerConfig
+from sslzoo.config import PIECEWISE_BUDGET, OptimizerConfig
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -37,12 +37,16 @@ class WarmupCosine(Schedule):
         warmup_steps: int >= 0, length of the linear warmup.
         final_lr: float, rate at the end of the decay.
         name: optional name.
+        horizon: optional integer `tf.Variable` read instead of `total_steps` at every call: the run length
+            of a time-budgeted run, re-estimated as it trains (`sslzoo.training.budget`). Not part of the
+            config (`total_steps` there is its value when asked).
 
     Reference: Loshchilov & Hutter, "SGDR", ICLR 2017 (cosine); Goyal et al., "Accurate, Large Minibatch SGD",
     2017 (warmup); as combined in SimCLR (Chen et al., ICML 2020).
     """
 
-    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0, final_lr: float = 0.0, name=None):
+    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 0, final_lr: float = 0.0, name=None,
+                 horizon=None):
         if total_steps < 1:
             raise ValueError(f"WarmupCosine: total_steps must be >= 1, got {total_steps}")
         if warmup_steps < 0:
@@ -52,12 +56,16 @@ class WarmupCosine(Schedule):
         self.warmup_steps = int(warmup_steps)
         self.final_lr = float(final_lr)
         self.name = name
+        self.horizon = horizon
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warmup = float(self.warmup_steps)
         # max(.., 1) keeps a warmup as long as the run (no decay phase) from dividing by zero.
-        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
+        if self.horizon is None:
+            decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
+        else:
+            decay_steps = ops.maximum(ops.cast(self.horizon, "float32") - warmup, 1.0)
         progress = ops.clip((step - warmup) / decay_steps, 0.0, 1.0)
         cosine = self.final_lr + 0.5 * (self.base_lr - self.final_lr) * (1.0 + ops.cos(math.pi * progress))
         if self.warmup_steps == 0:
@@ -68,7 +76,7 @@ class WarmupCosine(Schedule):
     def get_config(self):
         return {
             "base_lr": self.base_lr,
-            "total_steps": self.total_steps,
+            "total_steps": self.total_steps if self.horizon is None else int(self.horizon.numpy()),
             "warmup_steps": self.warmup_steps,
             "final_lr": self.final_lr,
             "name": self.name,
@@ -136,7 +144,7 @@ def piecewise_by_epoch(boundaries, values, steps_per_epoch: int) -> keras.optimi
     return keras.optimizers.schedules.PiecewiseConstantDecay(step_boundaries, [float(v) for v in values])
 
 
-def build_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> Union[Schedule, float]:
+def build_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int, horizon=None) -> Union[Schedule, float]:
     """The learning rate an optimizer takes, from `cfg.schedule`.
 
     "cosine"    -> `WarmupCosine(cfg.learning_rate)` over the whole run, `cfg.warmup_epochs` of warmup.
@@ -148,13 +156,18 @@ def build_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int) -> U
         cfg: the run's `OptimizerConfig`.
         steps_per_epoch: optimizer steps per epoch (> 0).
         epochs: epochs in the run (> 0).
+        horizon: optional integer `tf.Variable`, the run length a time-budgeted run re-estimates as it goes;
+            the cosine decays over it instead of `steps_per_epoch * epochs`. A piecewise table is in epochs,
+            which such a run does not know in advance: refused.
     """
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"build_schedule: steps_per_epoch ({steps_per_epoch}) and epochs ({epochs}) must be >= 1")
     warmup_steps = epochs_to_steps(cfg.warmup_epochs, steps_per_epoch)
     if cfg.schedule == "cosine":
-        return WarmupCosine(float(cfg.learning_rate), steps_per_epoch * epochs, warmup_steps)
+        return WarmupCosine(float(cfg.learning_rate), steps_per_epoch * epochs, warmup_steps, horizon=horizon)
     if cfg.schedule == "piecewise":
+        if horizon is not None:
+            raise ValueError(PIECEWISE_BUDGET)
         schedule = piecewise_by_epoch(cfg.boundaries, cfg.values, steps_per_epoch)
     elif cfg.schedule == "constant":
         schedule = float(cfg.learning_rate)

@@ -22,11 +22,14 @@ class RunState:
         optimizer: its optimizer, already built for the model's trainable variables.
         directory: checkpoint folder inside the run.
         max_to_keep: how many epoch checkpoints to keep.
+        budget: a time-budgeted run's `BudgetState`, or None.
     """
 
-    def __init__(self, model: keras.Model, optimizer, directory: str | Path, max_to_keep: int = 2):
+    def __init__(self, model: keras.Model, optimizer, directory: str | Path, max_to_keep: int = 2, budget=None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
+        self.budget = budget  # a time-budgeted run's BudgetState (seconds spent, horizon), saved alongside
+        extra = budget.trackables() if budget is not None else {}
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, **extra)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=max_to_keep)
 
     def restore_latest(self) -> int:
@@ -47,7 +50,8 @@ class RunState:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the run state every `every` epochs and after the last one.
+    """Saves the run state every `every` epochs, after the last one, and after an epoch a callback stopped
+    the training in (a time budget's end, a deadline): that state is the run's last.
 
     Runs only when an epoch ends normally: a NaN raised mid-epoch by TerminateOnNaN(raise_error=True)
     never reaches it, so the last checkpoint on disk is the last good one.
@@ -59,5 +63,5 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         finished = epoch + 1
-        if finished % self.every == 0 or finished == self.last_epoch:
+        if finished % self.every == 0 or finished == self.last_epoch or self.model.stop_training:
             self.state.save(finished)

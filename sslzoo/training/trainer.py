@@ -37,6 +37,7 @@ from sslzoo.layers.batch_norm import with_builtin_batch_norm
 from sslzoo.optimizers import build_optimizer
 from sslzoo.registry import ENCODERS, EVALUATORS, METHODS
 from sslzoo.training import evaluators  # noqa: F401  (registers the image evaluator)
+from sslzoo.training.budget import BudgetState, TimeBudget
 from sslzoo.training.checkpoints import EpochCheckpoint, RunState
 from sslzoo.training.build import INIT_WEIGHTS, build_models, initial_encoder  # noqa: F401  (public stages)
 from sslzoo.training.evaluators import PARITY_SAMPLES
@@ -182,17 +183,20 @@ def start_training(config: Config, run_dir: Path, strategy, steps: int, train_im
         encoder, method = build_models(config, num_classes)
         if check_method is not None:
             check_method(method)
-        optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs)
+        # A budgeted run's length is a variable its schedules read, kept up to date as it trains.
+        budget = BudgetState(steps * epochs) if config.trainer.time_budget_s else None
+        horizon = budget.horizon if budget else None
+        optimizer = build_optimizer(config.optimizer, steps_per_epoch=steps, epochs=epochs, horizon=horizon)
         method.compile(optimizer=optimizer, jit_compile=config.trainer.jit_compile)
         optimizer.build(method.trainable_variables)
         # Before fit traces the train step. It may refuse an optimizer the method's options cannot work
         # with (DINO's weight-decay schedule needs decoupled decay).
-        method.set_run_length(steps * epochs, steps_per_epoch=steps)
+        method.set_run_length(horizon if budget else steps * epochs, steps_per_epoch=steps)
         # Only now: a config refused while building or compiling must not leave a config.yaml that would
         # refuse the corrected command as "a different config".
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        state = RunState(method, optimizer, run_dir / "checkpoints")
+        state = RunState(method, optimizer, run_dir / "checkpoints", budget=budget)
         method.prepare(train_images, run_dir)
     if not (run_dir / INIT_WEIGHTS).exists():
         # The random-init baseline is this exact encoder before training, kept so a resumed run
@@ -224,6 +228,12 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
     the training at an epoch's end: `model.stop_training`)."""
     epochs = config.trainer.epochs if until_epoch is None else until_epoch
     figures = {"epochs": epochs, "steps_per_epoch": steps, "batch_size": config.trainer.batch_size}
+    budget = config.trainer.time_budget_s
+    if budget:
+        figures["time_budget_s"] = budget
+        if state.budget.finished(budget, int(method.optimizer.iterations.numpy())) or first_epoch >= epochs:
+            return {**previous_speed(run_dir), **figures, "epochs": first_epoch,
+                    "budget_spent_s": round(float(state.budget.spent.numpy()), 2)}
     if first_epoch >= epochs:
         return {**previous_speed(run_dir), **figures}
     pipeline = dict(shuffle=True, seed=config.trainer.seed, first_epoch=first_epoch,
@@ -243,8 +253,11 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
         dataset = split_pipeline(train, batch_size=config.trainer.batch_size, **pipeline)
     # Order matters: Keras hands every callback the same logs dict in list order, so the monitor's
     # figures must be in it before the CSV and TensorBoard callbacks record them.
+    # The budget's callback records the seconds spent before the checkpoint's saves them.
+    time_budget = TimeBudget(budget, state.budget, steps * config.trainer.epochs) if budget else None
     callbacks = [
         keras.callbacks.TerminateOnNaN(raise_error=True),
+        *([time_budget] if time_budget else []),
         EpochCheckpoint(state, config.trainer.checkpoint_every, epochs),
         *extra_callbacks,
         *_monitor(method, data, config),
@@ -272,8 +285,16 @@ def fit(method, state, data: TrainingData, config: Config, run_dir: Path, first_
             "or add warmup (optimizer.warmup_epochs), then rerun the same command to resume from it."
         ) from error
     seconds = time.perf_counter() - start
-    # The epochs run, not those asked for: a callback may have stopped the training early.
-    rate = len(history.epoch) * steps * config.trainer.batch_size / seconds
+    if time_budget:
+        # A budget may end inside an epoch: count the steps taken, and report the run's length as trained.
+        taken = time_budget.steps
+        figures.update(epochs=first_epoch + len(history.epoch), total_steps=int(state.budget.horizon.numpy()),
+                       budget_spent_s=round(float(state.budget.spent.numpy()), 2),
+                       stopped_by_budget=time_budget.stopped)
+    else:
+        # The epochs run, not those asked for: a callback may have stopped the training early.
+        taken = len(history.epoch) * steps
+    rate = taken * config.trainer.batch_size / seconds
     return {"train_seconds": round(seconds, 2), f"{data.unit}_per_second": round(rate, 1),
             "resumed_from_epoch": first_epoch, **figures}
 
