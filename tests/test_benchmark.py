@@ -243,3 +243,31 @@ def test_end_to_end_two_entries_then_rerun_skips_them(tmp_path, capsys):
     assert json.loads((output / "benchmark.json").read_text())["records"] == before  # train.py not started again
     log = (output / "runs" / "rotnet_convnet_small_cifar10" / "train.log").read_text()
     assert log.count("=== benchmark attempt") == 1
+
+
+def test_a_budget_in_seconds_gives_every_entry_the_same_seconds(tmp_path):
+    from sslzoo.benchmark.__main__ import parse_args, settings_from
+    from sslzoo.benchmark.report import budget_label
+
+    argv = ["--data", "synthetic", "--budget-seconds", "600"]
+    settings = settings_from(parse_args(argv), argv)
+    assert settings["budget_seconds"] == 600 and settings["epochs"] == 1000  # the cap, unless --epochs
+    entries = discover_entries(METHODS.names(), only=["moco_v1_convnet_small_cifar10", "simclr"])
+    configs = {e.stem: load_config(e.config, entry_overrides(e, settings)) for e in entries}
+    for config in configs.values():
+        assert (config.trainer.time_budget_s, config.trainer.epochs) == (600, 1000)
+    # MoCo v1's table of epochs becomes the cosine from its first rate; SimCLR's own cosine stays.
+    table = load_config(entries[0].config).optimizer
+    assert table.schedule == "piecewise" and configs[entries[0].stem].optimizer.schedule == "cosine"
+    assert configs[entries[0].stem].optimizer.learning_rate == table.values[0]
+    assert configs[entries[1].stem].optimizer == load_config(entries[1].config).optimizer
+    assert "600 s of pretraining per entry" in budget_label(settings)
+    # Without it nothing changes, and a folder made with one is not continued with the other.
+    plain = settings_from(parse_args(["--data", "synthetic"]), [])
+    assert plain["epochs"] == 3 and plain["budget_seconds"] is None
+    assert "time_budget_s" not in " ".join(entry_overrides(entries[0], plain))
+    BenchmarkState.open(tmp_path, settings).save()
+    with pytest.raises(SettingsMismatchError, match="budget_seconds: 600"):
+        BenchmarkState.open(tmp_path, plain)
+    with pytest.raises(ConfigError, match="--budget-seconds"):
+        settings_from(parse_args(["--data", "synthetic", "--budget-seconds", "-5"]), [])

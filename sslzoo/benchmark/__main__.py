@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from sslzoo.benchmark.entries import SUPERVISED, check_same_encoder, discover_entries, entry_overrides, parse_data
+from sslzoo.benchmark.entries import (BUDGET_EPOCH_CAP, SUPERVISED, check_same_encoder, discover_entries,
+                                     entry_overrides, parse_data)
 from sslzoo.benchmark.report import machine, write_reports
 from sslzoo.benchmark.runner import estimate_eta, finished_epochs, format_seconds, run_entry
 from sslzoo.benchmark.state import DONE, BenchmarkState, SettingsMismatchError
@@ -20,7 +21,12 @@ from sslzoo.config import ConfigError
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sslzoo.benchmark", description=__doc__)
     parser.add_argument("--data", help="folder:PATH, tfds:NAME or synthetic (required unless --report-only)")
-    parser.add_argument("--epochs", type=int, default=3, help="pretraining passes over the training split (the budget)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="pretraining passes over the training split (the budget; default 3), or with "
+                             "--budget-seconds the most an entry may train (default 1000)")
+    parser.add_argument("--budget-seconds", type=float, default=0,
+                        help="train every entry for this many seconds of this machine instead of --epochs "
+                             "(trainer.time_budget_s: its schedule spans them), comparing methods per unit of compute")
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="cap on steps an epoch (smoke runs; 0 = none)")
     parser.add_argument("--max-examples", type=int, default=0, help="stratified subset of the data (0 = all)")
     parser.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs on 10%% of the labels")
@@ -38,8 +44,12 @@ def settings_from(args: argparse.Namespace, argv: List[str]) -> dict:
     if not args.data:
         raise ConfigError("--data is required: folder:PATH, tfds:NAME or synthetic")
     parse_data(args.data)  # fail early on a bad --data
+    if args.budget_seconds < 0:
+        raise ConfigError(f"--budget-seconds {args.budget_seconds}: give seconds > 0, or leave it out to train --epochs")
+    epochs = args.epochs if args.epochs is not None else (BUDGET_EPOCH_CAP if args.budget_seconds else 3)
     return {
-        "data": args.data, "max_examples": args.max_examples, "epochs": args.epochs,
+        "data": args.data, "max_examples": args.max_examples, "epochs": epochs,
+        "budget_seconds": args.budget_seconds or None,
         "steps_per_epoch": args.steps_per_epoch, "finetune_epochs": args.finetune_epochs,
         "finetune_label_fraction": 0.1, "overrides": list(args.set),
         "commands": ["python -m sslzoo.benchmark " + " ".join(shlex.quote(a) for a in argv)],
@@ -105,7 +115,8 @@ def run_all(entries, state: BenchmarkState, output: Path) -> None:
         started = time.perf_counter()
 
         def progress(phase: str, elapsed: float) -> None:
-            fraction = min(finished_epochs(run_dir), epochs) / epochs
+            budget = state.settings.get("budget_seconds")
+            fraction = min(elapsed / budget, 1.0) if budget else min(finished_epochs(run_dir), epochs) / epochs
             eta = estimate_eta(durations, remaining, elapsed, fraction)
             total = sum(durations) + elapsed
             say(f"{label}  {phase}  elapsed {format_seconds(total)}  ETA {format_seconds(eta)}")

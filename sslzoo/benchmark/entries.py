@@ -22,6 +22,8 @@ KINDS = {"simclr": "contrastive", "moco": "contrastive", "moco_v3": "contrastive
          SUPERVISED: "supervised", "byol": "non-contrastive", "simsiam": "non-contrastive",
          "barlow_twins": "non-contrastive", "vicreg": "non-contrastive",
          "dino": "self-distillation"}
+# With --budget-seconds, the most epochs an entry may train unless --epochs says otherwise.
+BUDGET_EPOCH_CAP = 1000
 # Encoder options allowed to differ between entries: CPC v2 swaps batch norm for layer norm, as its paper
 # does (batch statistics leak between the patches of one image); layers and width stay the same.
 EXEMPT_ENCODER_OPTIONS = ("norm",)
@@ -132,6 +134,13 @@ def entry_overrides(entry: Entry, settings: Dict) -> List[str]:
         key = "synthetic_examples" if data["source"] == "synthetic" else "max_examples"
         overrides.append(f"data.{key}={settings['max_examples']}")
     overrides.append(f"trainer.epochs={settings['epochs']}")
+    if settings.get("budget_seconds"):
+        overrides.append(f"trainer.time_budget_s={settings['budget_seconds']}")
+        optimizer = (yaml.safe_load(entry.config.read_text()) or {}).get("optimizer", {})
+        if optimizer.get("schedule") == "piecewise":
+            # A table of epochs cannot span seconds (trainer.time_budget_s refuses it): the cosine from the
+            # table's first rate, the zoo's other methods' schedule. In the command, so the card says so.
+            overrides += ["optimizer.schedule=cosine", f"optimizer.learning_rate={optimizer['values'][0]}"]
     if settings.get("steps_per_epoch"):
         overrides.append(f"trainer.steps_per_epoch={settings['steps_per_epoch']}")
     if entry.encoder_options.get("norm", "batch") == "batch":

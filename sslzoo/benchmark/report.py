@@ -108,7 +108,11 @@ def machine_label(info: Dict) -> str:
 def budget_label(settings: Dict) -> str:
     steps = f", at most {settings['steps_per_epoch']} steps an epoch" if settings.get("steps_per_epoch") else ""
     extra = f"; overrides for every entry: {' '.join(settings['overrides'])}" if settings.get("overrides") else ""
-    return (f"{settings['epochs']} epoch(s) of pretraining{steps}; fine-tuning {settings['finetune_epochs']} "
+    length = f"{settings['epochs']} epoch(s) of pretraining"
+    if settings.get("budget_seconds"):
+        length = (f"{settings['budget_seconds']:g} s of pretraining per entry on this machine (trainer.time_budget_s, "
+                  f"at most {settings['epochs']} epochs; a piecewise schedule becomes the cosine from its first rate)")
+    return (f"{length}{steps}; fine-tuning {settings['finetune_epochs']} "
             f"epoch(s) on {settings['finetune_label_fraction']:.0%} of the training labels{extra}")
 
 
@@ -139,9 +143,13 @@ def markdown(rows: Sequence[Dict], entries: Sequence[Entry], settings: Dict, inf
         f"- Encoder: {encoder_label(entries)} for every entry"
         + (f"; normalisation as in the method's paper for {', '.join(norms)}" if norms else ""),
         f"- Data: {data_label(settings)}",
-        f"- Budget: {budget_label(settings)}. Every entry makes the same number of passes over the same "
-        "training split, so each sees the same number of training images; batch sizes are the configs' own "
-        f"unless --set overrides them ({batch_sizes}).",
+        f"- Budget: {budget_label(settings)}. "
+        + ("Every entry trains for the same seconds of the same machine, so each sees as many training images "
+           "as its speed affords (about train_images_per_s times the budget); "
+           if settings.get("budget_seconds") else
+           "Every entry makes the same number of passes over the same training split, so each sees the same "
+           "number of training images; ")
+        + f"batch sizes are the configs' own unless --set overrides them ({batch_sizes}).",
         "- Columns: top-1 in % on the validation split; kNN and linear probe on frozen features; "
         "finetune10_top1 fine-tunes encoder + head on 10% of the training labels; train_images_per_s is "
         "pretraining throughput (source images/s); wall_clock_s is the whole entry (data loading, "

@@ -16,8 +16,8 @@ from sslzoo.errors import SettingsMismatchError  # noqa: F401  (raised here)
 STATE_NAME = "benchmark.json"
 DONE, FAILED, RUNNING = "done", "failed", "running"
 # Settings that define the comparison; the command line and the chosen methods may change between reruns.
-COMPARED = ("data", "max_examples", "epochs", "steps_per_epoch", "finetune_epochs", "finetune_label_fraction",
-            "overrides")
+COMPARED = ("data", "max_examples", "epochs", "budget_seconds", "steps_per_epoch", "finetune_epochs",
+            "finetune_label_fraction", "overrides")
 
 
 class BenchmarkState:

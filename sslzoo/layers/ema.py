@@ -13,7 +13,7 @@ accumulated by its own forward passes in training mode, and only used in inferen
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import keras
 import tensorflow as tf
