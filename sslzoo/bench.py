@@ -189,10 +189,11 @@ def alternate(measure_step, measure_end_to_end, images: int, rounds: int, attemp
             result["attempts"] = attempt + 1
             return result
         tried.append(result)
-        print(f"bench: the in-memory step ({result['step_rounds']} images/s) measured below end to end "
-              f"({result['end_to_end_rounds']}), which includes it: not a result; CPU share per round "
-              f"{result['step_cpu_share']} / {result['end_to_end_cpu_share']}. Measuring again "
-              f"({attempt + 2} of {attempts}).", file=sys.stderr, flush=True)
+        if attempt + 1 < attempts:
+            print(f"bench: the in-memory step ({result['step_rounds']} images/s) measured below end to end "
+                  f"({result['end_to_end_rounds']}), which includes it: not a result; CPU share per round "
+                  f"{result['step_cpu_share']} / {result['end_to_end_cpu_share']}. Measuring again "
+                  f"({attempt + 2} of {attempts}).", file=sys.stderr, flush=True)
     raise InconsistentMeasurement(
         f"the in-memory step stayed more than {tolerance:.0%} slower than end to end in {attempts} attempts: "
         f"{json.dumps(tried)}. Run the bench on an idle machine (no other job on its cores).")

@@ -58,9 +58,10 @@ def test_a_step_slower_than_end_to_end_is_measured_again_not_reported(capsys):
     assert "not a result" in capsys.readouterr().err
 
 
-def test_a_step_that_stays_slower_than_end_to_end_stops_the_bench():
+def test_a_step_that_stays_slower_than_end_to_end_stops_the_bench(capsys):
     with pytest.raises(InconsistentMeasurement, match=r"\[60.0, 60.0\]"):
         alternate(_fake([60] * 4, [], "step"), _fake([95] * 4, [], "end"), images=1000, rounds=2, attempts=2)
+    assert capsys.readouterr().err.count("Measuring again (2 of 2)") == 1  # not once more before stopping
     # Within the 5% tolerance it is a result.
     assert alternate(_fake([96] * 2, [], "step"), _fake([100] * 2, [], "end"), images=1000, rounds=2)["attempts"] == 1
 
