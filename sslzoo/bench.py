@@ -38,10 +38,13 @@ from sslzoo.data import load_splits, split_pipeline
 from sslzoo.data.decode import read_and_decode
 from sslzoo.data.pipeline import without_autotune
 from sslzoo.optimizers import build_optimizer
+from sslzoo.training.budget import SETTLING_STEPS
 from sslzoo.training.trainer import build_models
 
 ROOT = settings.child_cwd()
-SKIPPED_STEPS = 2  # of every timed fit: see SteadyWindow
+# Of every timed fit, the steps a training run pays once (see SteadyWindow): the same count the wall-clock
+# budget leaves out of its rate.
+SKIPPED_STEPS = SETTLING_STEPS
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -126,13 +129,6 @@ def _between(start: tuple, end: tuple) -> dict:
     return row
 
 
-def timed(work) -> dict:
-    """Runs `work()`; returns `_between`'s row for it."""
-    start = _snapshot()
-    work()
-    return _between(start, _snapshot())
-
-
 class SteadyWindow(keras.callbacks.Callback):
     """Times a `fit` from the end of its `skip`-th batch to the end of its last: the steady rate, without
     what every call pays once (a new input iterator filling its shuffle buffer, the first dispatch), which
@@ -162,7 +158,7 @@ def alternate(measure_step, measure_end_to_end, images: int, rounds: int, attemp
     """Alternates the in-memory step and end-to-end measurements for `rounds` rounds (so neither gains from
     running second) and returns every round with the medians and their spread.
 
-    Each `measure_*()` returns `timed`'s row for a fixed `images` of training. End to end is step plus
+    Each `measure_*()` returns a `SteadyWindow.row()` for a fixed `images` of training. End to end is step plus
     input, so a step median more than `tolerance` below the end-to-end median is a faulty measurement
     (another job, a slow spell of the machine), not a result: it is reported on stderr and measured again,
     up to `attempts` times, then `InconsistentMeasurement` is raised with every round.
@@ -201,6 +197,8 @@ def alternate(measure_step, measure_end_to_end, images: int, rounds: int, attemp
 
 def bench_training(config: config_lib.Config, steps: int, rounds: int = 3, attempts: int = 3,
                    min_seconds: float = 0.0) -> dict:
+    if steps <= SKIPPED_STEPS:
+        raise ValueError(f"--steps {steps}: time more than the {SKIPPED_STEPS} steps each measurement skips")
     start = time.perf_counter()
     splits = load_splits(config.data)
     decode_seconds = time.perf_counter() - start
@@ -220,9 +218,6 @@ def bench_training(config: config_lib.Config, steps: int, rounds: int = 3, attem
         window = SteadyWindow(SKIPPED_STEPS)
         fit(dataset, steps, [window])
         return window.row()
-
-    if steps <= SKIPPED_STEPS:
-        raise ValueError(f"--steps {steps}: time more than the {SKIPPED_STEPS} steps each measurement skips")
 
     # The in-memory input: up to 10 distinct augmented batches, made once and cycled, so the step trains on
     # data as it does end to end rather than on one batch it memorises.

@@ -76,18 +76,22 @@ def test_saves_and_loads_as_itself(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["convnet_small", "resnet18"])
-def test_encoders_opt_in_and_save_with_builtin_layers_only(name):
-    """`norm: batch_fused` trains on the fused layer; what is saved and exported holds Keras' own layer
-    (so it loads without sslzoo) with the same weights and features."""
+def test_encoders_train_fused_by_default_and_save_with_builtin_layers_only(name):
+    """The default `norm: batch` (and its older name batch_fused) trains on the fused layer; what is saved
+    and exported holds Keras' own layer (so it loads without sslzoo) with the same weights and features;
+    `norm: batch_keras` builds Keras' own layer."""
     from sslzoo.backbones import build_encoder
     from sslzoo.layers.batch_norm import with_builtin_batch_norm
 
     options = {"width": 0.25} if name == "resnet18" else {}
-    fused = build_encoder(name, 32, norm="batch_fused", **options)
+    fused = build_encoder(name, 32, **options)
     assert any(isinstance(layer, FusedBatchNormalization) for layer in fused.layers)
+    alias = build_encoder(name, 32, norm="batch_fused", **options)
+    assert [type(x) for x in alias.layers] == [type(x) for x in fused.layers]
     builtin = with_builtin_batch_norm(fused)
     assert all(type(layer).__module__.startswith("keras.src.") for layer in builtin.layers)
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     np.testing.assert_allclose(builtin(images), fused(images), atol=1e-5)
-    plain = build_encoder(name, 32, **options)
+    plain = build_encoder(name, 32, norm="batch_keras", **options)
+    assert any(type(x) is keras.layers.BatchNormalization for x in plain.layers)
     assert with_builtin_batch_norm(plain) is plain  # nothing to swap: the model itself

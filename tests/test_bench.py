@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from sslzoo.augment.views import two_views
-from sslzoo.bench import InconsistentMeasurement, SteadyWindow, alternate, jpeg_augment_rate, throughput_table, timed
+from sslzoo.bench import (InconsistentMeasurement, SteadyWindow, _between, _snapshot, alternate,
+                          jpeg_augment_rate, throughput_table)
 
 
 def test_jpeg_augment_rate_reads_decodes_and_augments_every_batch(tmp_path):
@@ -28,7 +29,7 @@ def test_jpeg_augment_rate_reads_decodes_and_augments_every_batch(tmp_path):
 
 
 def _fake(rates, log, name, images=1000):
-    """A measurement returning `timed`'s row for the next of `rates` (images/s), logging its calls."""
+    """A measurement returning a measured row for the next of `rates` (images/s), logging its calls."""
     rates = iter(rates)
 
     def measure():
@@ -66,9 +67,15 @@ def test_a_step_that_stays_slower_than_end_to_end_stops_the_bench(capsys):
     assert alternate(_fake([96] * 2, [], "step"), _fake([100] * 2, [], "end"), images=1000, rounds=2)["attempts"] == 1
 
 
-def test_timed_reports_the_share_of_the_cpus_the_work_used():
-    busy = timed(lambda: sum(i * i for i in range(3_000_000)))
-    idle = timed(lambda: time.sleep(0.3))
+def _timed(work) -> dict:
+    start = _snapshot()
+    work()
+    return _between(start, _snapshot())
+
+
+def test_a_measured_row_reports_the_share_of_the_cpus_the_work_used():
+    busy = _timed(lambda: sum(i * i for i in range(3_000_000)))
+    idle = _timed(lambda: time.sleep(0.3))
     assert busy["seconds"] > 0 and idle["seconds"] >= 0.3
     cores = os.cpu_count()
     assert busy["cpu_share"] > 0.5 / cores  # one busy thread: up to 1 / cores of the machine

@@ -94,6 +94,8 @@ def test_phase_is_read_from_the_run_folder(tmp_path):
     assert runner.phase(tmp_path, 3, started) == "pretraining epoch 1/3"
     (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n1,0.9\n")
     assert runner.phase(tmp_path, 3, started) == "pretraining epoch 3/3"
+    # With --budget-seconds the epochs are a cap the run does not reach: the phase names the budget.
+    assert runner.phase(tmp_path, 1000, started, budget_seconds=600.0) == "pretraining epoch 3 of a 600 s budget"
     (tmp_path / "history.csv").write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
     assert runner.phase(tmp_path, 3, started) == runner.EVALUATING
     (tmp_path / "metrics.json").write_text("{}")

@@ -183,9 +183,10 @@ def test_the_trainer_tells_byol_the_runs_length(tmp_path):
 
 
 # Margins: half the smallest gain of seeds 1-3 (trainer.seed), rounded down; the test runs seed 0, the seed
-# the config's rate was chosen on (its header). Gains over random init, seeds 1 / 2 / 3:
-# kNN +4.4 / +6.5 / +3.2, linear +4.4 / +1.9 / +3.4 points.
-KNN_MARGIN, LINEAR_MARGIN = 1.6, 0.9
+# the config's rate was chosen on (its header). Gains over random init, seeds 1 / 2 / 3, measured on the
+# default batch norm (TF's fused kernel) with the test's command plus --set trainer.seed=S:
+# kNN +4.8 / +4.6 / +3.2, linear +5.5 / +3.4 / +1.3 points.
+KNN_MARGIN, LINEAR_MARGIN = 1.6, 0.6
 
 
 def test_byol_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):

@@ -343,8 +343,11 @@ def test_bad_loss_names_the_key_and_the_allowed_values():
 # 575 images/s, 68 s for the whole fixture (463 s when the load was 9-18). kNN 35.89 vs 28.11 at random
 # init (+7.8), linear 42.44 vs 37.00 (+5.4), identical in three runs. The asserted margins are half the
 # measured gains.
-KNN_MARGIN = 3.9
-LINEAR_MARGIN = 2.7
+# On the default batch norm (TF's fused kernel) the margins are half the smallest gain of trainer.seed 1 / 2 /
+# 3 (the test runs seed 0), rounded down: kNN +7.7 / +8.8 / +9.9, linear +5.1 / +7.7 / +2.8 points (the test's
+# command plus --set trainer.seed=S). The figures above were measured with Keras' own batch norm ops.
+KNN_MARGIN = 3.8
+LINEAR_MARGIN = 1.3
 
 
 @pytest.fixture(scope="module")

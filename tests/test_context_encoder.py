@@ -510,8 +510,11 @@ def test_save_pictures_writes_a_png_with_input_prediction_and_original(mask, tmp
 # Seed 0, this test's run, re-measured with the same command: kNN 37.19 vs 33.19 (+4.00), linear 42.75 vs
 # 40.19 (+2.56); seed 4: +3.26 / +3.06 (the zoo config header's ring_share measurements: ring_share left unset).
 # Margins, set before those runs and kept: below every seed's gain, about half the mean gain.
-KNN_MARGIN = 2.4
-LINEAR_MARGIN = 1.3
+# On the default batch norm (TF's fused kernel) the margins are half the smallest gain of trainer.seed 1 / 2 /
+# 3 (the test runs seed 0), rounded down: kNN +4.5 / +5.1 / +5.8, linear +3.1 / +3.4 / +2.9 points (the test's
+# command plus --set trainer.seed=S). The figures above were measured with Keras' own batch norm ops.
+KNN_MARGIN = 2.2
+LINEAR_MARGIN = 1.4
 
 
 def test_context_encoder_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):

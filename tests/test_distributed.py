@@ -141,17 +141,16 @@ def _prepared_shards(tmp_path) -> list[str]:
     return ["--set", "data.source=tfrecord", f"data.path={tmp_path / 'shards'}", "data.cache=none"]
 
 
-@pytest.mark.parametrize("data", ["synthetic", "synthetic_fused_bn", "streamed_folder", "tfrecord_shards"])
+@pytest.mark.parametrize("data", ["synthetic", "streamed_folder", "tfrecord_shards"])
 def test_two_workers_on_localhost_train_identical_weights(tmp_path, data):
     """Two train.py processes under MultiWorkerMirroredStrategy (TF_CONFIG, loopback addresses): on
     in-memory data, on a folder streamed from its files (input sharded by data across the workers), and on
-    prepared shards (sharded by file: each worker reads only its own shards). With `norm: batch_fused` the
-    saved encoder and its initial weights load with plain Keras (they once did not: the weights file named
-    the fused layers by their class)."""
+    prepared shards (sharded by file: each worker reads only its own shards). With the default fused batch
+    norm the saved encoder and its initial weights load with plain Keras (they once did not: the weights
+    file named the fused layers by their class)."""
     config = tmp_path / "simclr_multi_worker.yaml"
     config.write_text(MULTI_WORKER_CONFIG)
     overrides = {"synthetic": lambda _: [], "streamed_folder": _streamed_folder,
-                 "synthetic_fused_bn": lambda _: ["--set", "encoder.options.norm=batch_fused"],
                  "tfrecord_shards": _prepared_shards}[data](tmp_path)
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []

@@ -201,8 +201,11 @@ def test_jigsaw_passes_the_method_contract(tmp_path):
 # whole images runs in inference mode (its batch norm no longer mixes them into the tiles'
 # statistics), kNN 34.5 (+2.2), linear 41.6 (+3.2). The asserted margins are about half the measured gains.
 # (At 40,000 images x 4 epochs, before that fix: +2.6 / +3.7, four times the cost.)
-KNN_MARGIN = 1.2
-LINEAR_MARGIN = 1.8
+# On the default batch norm (TF's fused kernel) the margins are half the smallest gain of trainer.seed 1 / 2 /
+# 3 (the test runs seed 0), rounded down: kNN +1.1 / +1.9 / +3.7, linear +3.4 / +1.4 / +1.2 points (the test's
+# command plus --set trainer.seed=S). The figures above were measured with Keras' own batch norm ops.
+KNN_MARGIN = 0.5
+LINEAR_MARGIN = 0.6
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ ROOMS = {
     "sslzoo.export": "export",
     "sslzoo.zoo": "load",
     "sslzoo.bench": "tools", "sslzoo.benchmark": "tools", "sslzoo.tuning": "tools", "sslzoo.evaluate": "tools",
-    "sslzoo.prepare": "tools", "sslzoo.embed": "tools", "sslzoo.select": "tools",
+    "sslzoo.prepare": "tools", "sslzoo.embed": "tools", "sslzoo.select": "tools", "sslzoo.claims": "tools",
     "sslzoo.cli": "tools", "sslzoo.__main__": "tools",  # the `sslzoo` command: dispatches to every tool
 }
 

@@ -5,7 +5,9 @@ Budget: 10,000 of the 50,000 training images (9,000 train / 1,000 validation, st
 the config's half-width ConvNet. Measured (2-core CPU, `train.py --config
 zoo_configs/rotnet_convnet_small_cifar10.yaml --set data.source=folder data.path=../shared/data/cifar10/train
 data.max_examples=10000 trainer.epochs=4`): kNN 39.2 vs 32.3 at random init (+6.9), linear 46.1 vs 38.4
-(+7.7), rotation top-1 62%. The asserted margin is 3.5 points on both, half the measured gain.
+(+7.7), rotation top-1 62% (Keras' own batch norm ops). On the default batch norm (TF's fused kernel),
+with `--set trainer.seed=S` for S = 1 / 2 / 3 (this test runs seed 0): kNN +8.9 / +6.3 / +10.1, linear
++8.6 / +6.1 / +5.3. The asserted margins are half the smallest gain of those seeds, rounded down.
 """
 
 import json
@@ -20,7 +22,7 @@ import pytest
 import sslzoo
 from tests.harness import ROOT, train_on_cifar
 
-MARGIN = 3.5
+KNN_MARGIN, LINEAR_MARGIN = 3.1, 2.6
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def test_rotnet_beats_its_random_init_encoder_on_cifar10_validation(cifar_run):
     _, metrics = cifar_run
     baseline = metrics["random_init"]
     assert metrics["data"]["num_val"] == 1000 and metrics["data"]["bad_images"] == 0
-    assert metrics["knn_top1"] >= baseline["knn_top1"] + MARGIN, metrics
-    assert metrics["linear_top1"] >= baseline["linear_top1"] + MARGIN, metrics
+    assert metrics["knn_top1"] >= baseline["knn_top1"] + KNN_MARGIN, metrics
+    assert metrics["linear_top1"] >= baseline["linear_top1"] + LINEAR_MARGIN, metrics
     # The pretext task itself is learned well above chance (25% for four rotations).
     assert metrics["pretext_val"]["rotation_top1"] > 0.5
 

@@ -411,8 +411,11 @@ def test_two_replicas_shuffle_across_the_global_batch_and_match_one_device():
 # Asserted margins: about half the measured gains. Variants tried at the same budget (kNN / linear gain):
 # 8 BN groups +4.8 / +3.8 (this), 4 groups +6.1 / +3.4, no split (1 group) +3.4 / +4.9, tau 0.1
 # +3.9 / +2.1, K 1024 with m 0.95 -0.2 / -1.9.
+# On the default batch norm (TF's fused kernel) the margins are half the smallest gain of trainer.seed 1 / 2 /
+# 3 (the test runs seed 0), rounded down: kNN +4.8 / +5.3 / +8.3, linear +5.5 / +3.0 / +3.1 points (the test's
+# command plus --set trainer.seed=S). The figures above were measured with Keras' own batch norm ops.
 KNN_MARGIN = 2.4
-LINEAR_MARGIN = 1.9
+LINEAR_MARGIN = 1.5
 
 
 @pytest.fixture(scope="module")

@@ -223,11 +223,16 @@ def test_relpatch_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):
     """10,000 CIFAR-10 images (9,000 train / 1,000 validation), 4 epochs, all 8 pairs per image, the zoo
     config otherwise. Measured on a 2-core CPU (219 s of training while ~6 other jobs shared it): kNN
     35.7 vs 32.3 at random init (+3.4), linear 41.2 vs 38.4 (+2.8), validation position top-1 34% (chance
-    12.5%). Asserted: half of each gain."""
+    12.5%) (Keras' own batch norm ops). On the default batch norm (TF's fused kernel), trainer.seed 1 / 2 /
+    3 (the test runs seed 0): kNN +0.1 / +1.3 / +3.8, linear +6.5 / +3.1 / +4.6; at 6 epochs the kNN gain
+    of seeds 1 / 2 stayed +0.8 / +1.0. Linear asserts half the smallest gain of seeds 1-3, rounded down. At
+    32 px and this budget the kNN gain is within the seeds' spread (mean 1.7, std 1.9), so half of its
+    smallest gain (0.05) would fail about one run in five: kNN asserts mean - 3 std of the seeds (-3.9), a
+    guard against collapse, not evidence of learning; the linear probe is that evidence."""
     metrics = train_on_cifar(tmp_path / "relpatch", "zoo_configs/relpatch_convnet_small_cifar10.yaml",
                              "data.max_examples=10000", "trainer.epochs=4")
     baseline = metrics["random_init"]
-    assert metrics["knn_top1"] >= baseline["knn_top1"] + 1.7, metrics
-    assert metrics["linear_top1"] >= baseline["linear_top1"] + 1.4, metrics
+    assert metrics["knn_top1"] >= baseline["knn_top1"] - 3.9, metrics
+    assert metrics["linear_top1"] >= baseline["linear_top1"] + 1.5, metrics
     assert metrics["pretext_val"]["position_top1"] > 0.25
     assert (tmp_path / "relpatch" / "relpatch.png").exists() and metrics["pictures"] == ["relpatch.png"]

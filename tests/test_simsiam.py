@@ -141,15 +141,17 @@ def test_the_predictor_keeps_the_base_learning_rate_while_the_rest_decays(fixed)
 
 
 # Margins: half the smallest gain of seeds 1-3 (trainer.seed), rounded down; the test runs seed 0, the seed
-# the config's rate was chosen on (its header). Gains over random init, seeds 1 / 2 / 3:
-# kNN +2.6 / +4.2 / +5.1, linear +1.9 / +3.3 / +4.2 points.
-KNN_MARGIN, LINEAR_MARGIN = 1.3, 0.9
+# the config's rate was chosen on (its header). On the default batch norm (TF's fused kernel) 4 epochs
+# were too few to tell SimSiam from its random init: gains at 4 epochs, seeds 1 / 2 / 3, kNN +1.8 / +0.6 /
+# +2.8, linear +4.7 / +2.8 / -0.4. At 6 epochs (this test, the same seeds): kNN +4.6 / +2.9 / +6.4, linear
+# +5.1 / +3.4 / +4.1 points (the test's command plus --set trainer.seed=S).
+KNN_MARGIN, LINEAR_MARGIN = 1.4, 1.7
 
 
 def test_simsiam_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):
-    """SimSiam, the zoo config on 10,000 CIFAR-10 images (9,000 train / 1,000 validation) for 4 epochs."""
+    """SimSiam, the zoo config on 10,000 CIFAR-10 images (9,000 train / 1,000 validation) for 6 epochs."""
     metrics = train_on_cifar(tmp_path / "run", "zoo_configs/simsiam_convnet_small_cifar10.yaml",
-                             "data.max_examples=10000", "trainer.epochs=4")
+                             "data.max_examples=10000", "trainer.epochs=6")
     assert_beats_random_init(metrics, KNN_MARGIN, LINEAR_MARGIN)
 
 

@@ -232,8 +232,11 @@ def test_bad_ablation_values_name_the_key_and_the_allowed_values(options, messag
 # training at 648 images/s, 86 s for the whole fixture (173 s at load ~10). kNN 36.44 vs 30.11 at random
 # init (+6.3), linear 43.00 vs 40.67 (+2.3), identical in three runs; the random-init baseline is high
 # because the ab half hands colour straight to the features. The asserted margins are half the gains.
-KNN_MARGIN = 3.1
-LINEAR_MARGIN = 1.1
+# On the default batch norm (TF's fused kernel) the margins are half the smallest gain of trainer.seed 1 / 2 /
+# 3 (the test runs seed 0), rounded down: kNN +4.9 / +5.0 / +8.3, linear +2.0 / +4.2 / +4.6 points (the test's
+# command plus --set trainer.seed=S). The figures above were measured with Keras' own batch norm ops.
+KNN_MARGIN = 2.4
+LINEAR_MARGIN = 1.0
 
 
 @pytest.fixture(scope="module")

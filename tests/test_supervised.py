@@ -41,11 +41,13 @@ def test_loss_is_the_cross_entropy_of_its_logits():
 def test_supervised_beats_random_init(tmp_path):
     """The labelled reference must be far above random init (else the benchmark's upper line is wrong).
 
-    Measured (9k train / 1k val, 3 epochs, 2-core CPU shared with other jobs): kNN 52.2 vs 32.3, linear
-    53.1 vs 35.3 (10 probe epochs), 21 s of training. The margin asserted is half the gain.
+    Measured (9k train / 1k val, 3 epochs, 2-core CPU shared with other jobs, Keras' own batch norm ops):
+    kNN 52.2 vs 32.3, linear 53.1 vs 35.3 (10 probe epochs), 21 s of training. On the default batch norm
+    (TF's fused kernel), trainer.seed 1 / 2 / 3 (the test runs seed 0): kNN +19.7 / +20.6 / +22.8, linear
+    +20.0 / +20.4 / +19.1. Margins: half the smallest gain of those seeds, rounded down.
     """
     metrics = train_on_cifar(tmp_path / "run", "zoo_configs/supervised_convnet_small_cifar10.yaml",
                              "data.max_examples=10000", "trainer.epochs=3", "eval.linear_epochs=10")
     baseline = metrics["random_init"]
-    assert metrics["knn_top1"] > baseline["knn_top1"] + 10, metrics
-    assert metrics["linear_top1"] > baseline["linear_top1"] + 10, metrics
+    assert metrics["knn_top1"] > baseline["knn_top1"] + 9.8, metrics
+    assert metrics["linear_top1"] > baseline["linear_top1"] + 9.5, metrics

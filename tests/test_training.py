@@ -135,16 +135,21 @@ def test_killed_at_three_random_points_and_rerun_ends_like_an_uninterrupted_run(
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+def test_mirrored_strategy_over_two_logical_cpus_keeps_a_time_budget(tmp_path):
+    # 8 s: the first step (tracing the replicated step, ~3 s here) must leave room for the steady steps.
     run = tmp_path / "mirrored"
     result = run_cli(
         "train.py", "--config", "zoo_configs/rotnet_convnet_small_synthetic.yaml", "--quiet",
-        "--set", *SMALL, "trainer.epochs=1", "trainer.strategy=mirrored", "trainer.cpu_replicas=2",
-        "--output", str(run), timeout=600,
+        "--set", *SMALL, "trainer.epochs=50", "trainer.time_budget_s=8", "trainer.strategy=mirrored",
+        "trainer.cpu_replicas=2", "--output", str(run), timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(metrics["pretext_val"]["loss"])
+    assert metrics["stopped_by_budget"] and metrics["budget_spent_s"] <= 8.0 + 1.0, metrics
+    # The schedule's horizon ends where the training did: the steps taken, short of the 50-epoch cap.
+    assert metrics["epochs"] < 50 and (metrics["epochs"] - 1) * metrics["steps_per_epoch"] < metrics["total_steps"]
+    assert metrics["total_steps"] <= metrics["epochs"] * metrics["steps_per_epoch"]
 
 
 def test_export_cli_writes_and_refuses_to_overwrite(finished_run, tmp_path):

@@ -27,9 +27,10 @@ BN_EPSILON = 1e-5
 
 FEATURE_MAP = "feature_map"  # the last spatial activation; methods needing spatial features read it
 FEATURES = "features"  # the pooled output [N, D]
-# Encoder option `norm`: Keras BatchNormalization; the same batch norm on TF's fused kernel (about a fifth
-# faster on CPU, see sslzoo/layers/batch_norm.py); or per-example layer norm.
-NORMS = ("batch", "batch_fused", "layer")
+# Encoder option `norm`: batch norm on TF's fused kernel (the default: Keras' layer, about a fifth faster on
+# CPU, see sslzoo/layers/batch_norm.py; "batch_fused" is its older name, kept so recorded commands run);
+# Keras' own BatchNormalization ("batch_keras"); or per-example layer norm.
+NORMS = ("batch", "batch_fused", "batch_keras", "layer")
 
 
 def conv_initializer() -> keras.initializers.Initializer:
@@ -56,7 +57,7 @@ def check_stats(mean: Sequence[float], std: Sequence[float]) -> Tuple[list, list
 
 
 def check_norm(norm: str) -> str:
-    """Return `norm` if it is a known normalisation ("batch", "batch_fused" or "layer"), else raise ValueError."""
+    """Return `norm` if it is a known normalisation (one of NORMS), else raise ValueError."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     return norm
@@ -72,9 +73,9 @@ def normalization(x, norm: str, name: str, suffix: str = "", bn_momentum: float 
     """
     if check_norm(norm) == "layer":
         return keras.layers.GroupNormalization(groups=1, epsilon=BN_EPSILON, name=f"{name}_ln{suffix}")(x)
-    # batch_fused: the same layer as Keras' on the fused kernel (sslzoo/layers/batch_norm.py). Opt-in: the
-    # math is equal, but rounding differs, so every measured run would be a new sample.
-    batch_norm = FusedBatchNormalization if norm == "batch_fused" else keras.layers.BatchNormalization
+    # The fused kernel computes Keras' layer (sslzoo/layers/batch_norm.py) with other rounding; "batch_keras"
+    # keeps Keras' own ops, e.g. to reproduce a run recorded before the fused kernel became the default.
+    batch_norm = keras.layers.BatchNormalization if norm == "batch_keras" else FusedBatchNormalization
     return batch_norm(
         momentum=bn_momentum, epsilon=BN_EPSILON, name=f"{name}_bn{suffix}"
     )(x)
@@ -128,7 +129,8 @@ def conv_bn(
         x: `[N, H, W, C]`.
         name: prefix; layers are `{name}_conv{index}`, `{name}_bn{index}`, `{name}_relu{index}` (the
             ReLU is `relu_name` if given), e.g. "block2_conv1".
-        norm: "batch" (BatchNormalization) or "layer" (`{name}_ln{index}`, see `normalization`).
+        norm: one of NORMS: batch norm is `{name}_bn{index}`, layer norm `{name}_ln{index}` (see
+            `normalization`).
 
     Returns:
         `[N, H / strides, W / strides, filters]`.

@@ -44,8 +44,9 @@ def convnet_small(
         blocks: number of conv blocks (>= 1); a pool follows every block but the last.
         mean, std: per-channel input statistics in [0, 1] units.
         bn_momentum: Keras BatchNormalization momentum.
-        norm: "batch" (BatchNormalization), "batch_fused" (the same, fused kernel) or "layer" (per-example
-            layer norm, e.g. CPC v2's patch encoder, which must not share statistics between patches).
+        norm: "batch" (batch norm on the fused kernel), "batch_keras" (Keras' own ops) or "layer"
+            (per-example layer norm, e.g. CPC v2's patch encoder, which must not share statistics between
+            patches); see `common.normalization`.
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, D]`, D = 32 * 2**(blocks - 1) * width.

@@ -48,7 +48,7 @@ def basic_block(
     Args:
         x: `[N, H, W, C]`.
         out_name: name of the block's final ReLU (default `{name}_out`).
-        norm: "batch" or "layer" (see `common.normalization`).
+        norm: one of `common.NORMS`.
 
     Returns:
         `[N, H / strides, W / strides, filters]`.
@@ -69,7 +69,7 @@ def bottleneck_block(
     Args:
         x: `[N, H, W, C]`.
         out_name: name of the block's final ReLU (default `{name}_out`).
-        norm: "batch" or "layer" (see `common.normalization`).
+        norm: one of `common.NORMS`.
 
     Returns:
         `[N, H / strides, W / strides, 4 * filters]`.
@@ -104,8 +104,8 @@ def build_resnet(
         stem: "cifar" (3x3 s1 conv, no pool: S/8 output), "imagenet" (7x7 s2 conv + 3x3 s2 max-pool:
             S/32 output), or None: "cifar" when S <= 64, else "imagenet".
         width: channel multiplier.
-        norm: "batch" (BatchNormalization), "batch_fused" (the same on the fused kernel) or "layer"
-            (per-example layer norm, see `common.normalization`).
+        norm: "batch" (batch norm on the fused kernel), "batch_keras" (Keras' own ops) or "layer"
+            (per-example layer norm); see `common.normalization`.
 
     Returns:
         keras.Model `images [N, S, S, 3] -> features [N, D]`.

@@ -144,8 +144,8 @@ def entry_overrides(entry: Entry, settings: Dict) -> List[str]:
     if settings.get("steps_per_epoch"):
         overrides.append(f"trainer.steps_per_epoch={settings['steps_per_epoch']}")
     if entry.encoder_options.get("norm", "batch") == "batch":
-        # The same batch norm on TF's fused kernel: about a fifth faster on CPU, same math (the exports
-        # hold Keras' own layer again). Part of the entry's command, so the card reproduces the run.
+        # The fused kernel is the default now; the entries' commands keep naming it (its older name) so
+        # the shipped cards' commands, and the settings a rerun is compared on, stay as recorded.
         overrides.append("encoder.options.norm=batch_fused")
     overrides += [
         f"eval.finetune_epochs={settings['finetune_epochs']}",

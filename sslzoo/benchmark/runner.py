@@ -32,8 +32,10 @@ def finished_epochs(run_dir: Path) -> int:
     return max(0, sum(1 for line in path.read_text().splitlines() if line.strip()) - 1)
 
 
-def phase(run_dir: Path, epochs: int, started: float) -> str:
-    """What the run is doing, read from its folder: metrics.json newer than `started` means done."""
+def phase(run_dir: Path, epochs: int, started: float, budget_seconds: Optional[float] = None) -> str:
+    """What the run is doing, read from its folder: metrics.json newer than `started` means done.
+
+    With a budget in seconds, `epochs` is only a cap the run does not reach: the phase names the budget."""
     metrics = run_dir / "metrics.json"
     if metrics.exists() and metrics.stat().st_mtime >= started:
         return "done"
@@ -42,6 +44,8 @@ def phase(run_dir: Path, epochs: int, started: float) -> str:
         return EVALUATING
     if done == 0 and not (run_dir / "init.weights.h5").exists():
         return "starting (data, model)"
+    if budget_seconds:
+        return f"pretraining epoch {done + 1} of a {budget_seconds:g} s budget"
     return f"pretraining epoch {done + 1}/{epochs}"
 
 
@@ -117,7 +121,7 @@ def _watch(process, run_dir, epochs, started_wall, start, earlier, state, entry,
                 process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
                 return status, rusage
             now = time.perf_counter()
-            current = phase(run_dir, epochs, started_wall)
+            current = phase(run_dir, epochs, started_wall, state.settings.get("budget_seconds"))
             if current != last_phase or now - last_report >= REPORT_EVERY_SECONDS:
                 progress(current, earlier + now - start)
                 last_phase, last_report = current, now

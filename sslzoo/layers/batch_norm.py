@@ -10,9 +10,9 @@ Measured (SimCLR, batch 128, in-memory step, 2-core CPU): ResNet-18 in mixed_bfl
 The layer is a drop-in subclass: same weights, same config, same moving-average rule as Keras (the fused
 kernel returns the Bessel-corrected batch variance; Keras averages the biased one, so it is rescaled).
 Cases the fused kernel does not cover (masks, renorm, cross-replica `synchronized` statistics, inputs
-that are not NHWC 4-D, more than one replica) fall back to Keras' own implementation. Encoders use it
-only with `encoder.options.norm: batch_fused`; saved and exported encoders hold Keras' own layer
-(`with_builtin_batch_norm`).
+that are not NHWC 4-D, more than one replica) fall back to Keras' own implementation. Every encoder's
+batch norm is this layer unless `encoder.options.norm: batch_keras`; saved and exported encoders hold
+Keras' own layer (`with_builtin_batch_norm`).
 """
 
 from __future__ import annotations

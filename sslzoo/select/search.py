@@ -131,8 +131,6 @@ def candidate_config(candidate: Candidate, settings: Settings, plan: Optional[Pl
     schedule (without a plan: as calibration builds it)."""
     config = config_lib.load(candidate.arm.config, [*data_overrides(settings), *candidate.overrides()])
     more = []
-    if config.encoder.options.get("norm", "batch") == "batch":
-        more.append("encoder.options.norm=batch_fused")  # as the benchmark: same math, faster on CPU
     if plan is not None:
         more += schedule_overrides(config, plan.horizon_units[candidate.name], plan.steps_per_unit[candidate.name])
     return config_lib.from_dict(config.to_dict(), more) if more else config

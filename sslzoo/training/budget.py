@@ -19,7 +19,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-# Steps of each `fit` call not used for the rate: the first traces the train step.
+# Steps of each `fit` call not used for a rate (the first traces the train step, the next settles its
+# caches); `sslzoo.bench` skips the same.
 SETTLING_STEPS = 2
 
 
