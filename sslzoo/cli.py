@@ -4,7 +4,7 @@
     sslzoo train --config rotnet_convnet_small_cifar10 --output runs/rotnet [--set key=value ...]
     sslzoo export --run runs/rotnet --output exported/rotnet
     sslzoo embed ... / sslzoo neighbors ...                      # sslzoo/embed/
-    sslzoo tune | benchmark | bench | report | prepare ...       # sslzoo <command> --help for each
+    sslzoo tune | benchmark | bench | claims | report | prepare  # sslzoo <command> --help for each
 
 Each command is the existing module's `main(argv)`, imported only when that command runs, so `sslzoo
 --help` and `sslzoo list` never import TensorFlow. `train.py`, `export.py` and `tune.py` in a checkout are
@@ -47,6 +47,8 @@ COMMANDS: Dict[str, Command] = {
                       "(pip install \"sslzoo[tune]\")", quiets_itself=True),
     "benchmark": Command("sslzoo.benchmark.__main__:main", "the zoo benchmark: every method under one budget"),
     "bench": Command("sslzoo.bench:main", "throughput benchmark: step, input pipeline, end to end"),
+    "claims": Command("sslzoo.claims.__main__:main", "the papers' claims tested: each claim's arms over seeds, "
+                      "and a verdict"),
     "report": Command("sslzoo.evaluation.report:main", "rebuild a finished run's report.md"),
     "list": Command("sslzoo.cli:list_main", "list the shipped configs and encoders and where they were found",
                     quiets_itself=True),

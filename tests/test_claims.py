@@ -104,4 +104,9 @@ def test_bad_arguments_are_refused_before_any_training(tmp_path, capsys):
     assert main(["--seeds", "0", "--data", "synthetic", "--output", str(tmp_path)]) == 2
     assert main(["--output", str(tmp_path)]) == 2
     assert "--data is required" in capsys.readouterr().err
+    assert main(["--data", f"folder:{tmp_path / 'missing'}", "--output", str(tmp_path)]) == 2
+    assert "no such folder" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+    (tmp_path / "a_file").write_text("")
+    assert main(["--data", "synthetic", "--output", str(tmp_path / "a_file")]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from tests.harness import tiny_config
 
 METHODS = ["rotnet", "simclr", "simsiam"]
 DIVERGING = "rotnet"  # trained at an absurd learning rate in the tiny search: its loss becomes NaN
-BUDGET_MINUTES = 1.0
+BUDGET_MINUTES = 2.0  # calibration on a slower 2-core machine under the suite's load asked for up to 2
 
 
 # ------------------------------------------------------------------------------------------- closed forms

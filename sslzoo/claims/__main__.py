@@ -70,11 +70,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.seeds < 1:
             raise ConfigError(f"--seeds {args.seeds}: give 1 or more (3 or more for a verdict other than "
                               "inconclusive)")
-        data = [f"data.{key}={value}" for key, value in parse_data(args.data).items()]
+        values = parse_data(args.data)
+        if values["source"] == "folder" and not Path(values["path"]).is_dir():
+            raise ConfigError(f"--data {args.data}: no such folder (give a folder of class subfolders of images)")
+        data = [f"data.{key}={value}" for key, value in values.items()]
+        output = Path(args.output)
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"--output {output} is a file: give a folder (new, or one a claims run wrote)")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    output = Path(args.output)
     for claim in claims:
         try:
             result = run_claim(claim, range(args.seeds), data, args.set, output,
