@@ -58,9 +58,6 @@ class Claim:
         if unknown or not self.beats:
             raise ValueError(f"claim {self.name}: beats must order its arms {names}, got {self.beats}")
 
-    def arm(self, name: str) -> Arm:
-        return next(arm for arm in self.arms if arm.name == name)
-
 
 def _claims(*claims: Claim) -> Dict[str, Claim]:
     return {claim.name: claim for claim in claims}

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
 from sslzoo import settings
+from sslzoo.benchmark.runner import log_tail
 from sslzoo.claims import Claim, spread, verdict
 from sslzoo.files import atomic_write_text
 
-LOG_TAIL_CHARACTERS = 3000
+
+LOG_TAIL_LINES = 40  # a Python traceback's length: the failing train.py's error and where it came from
 
 
 class ClaimRunError(RuntimeError):
@@ -43,7 +45,7 @@ def run_arm(command: Sequence[str], run_dir: Path) -> dict:
             handle.flush()
             code = subprocess.call(list(command), stdout=handle, stderr=subprocess.STDOUT, cwd=settings.child_cwd())
         if code != 0 or not metrics.exists():
-            tail = log.read_text(errors="replace")[-LOG_TAIL_CHARACTERS:]
+            tail = log_tail(log, LOG_TAIL_LINES)
             raise ClaimRunError(f"{run_dir}: training failed (exit code {code}); rerun the same command to resume "
                                 f"after fixing it. Log {log}:\n{tail}")
     return json.loads(metrics.read_text())
