@@ -18,7 +18,6 @@ from sslzoo.benchmark.runner import log_tail
 from sslzoo.claims import Claim, spread, verdict
 from sslzoo.files import atomic_write_text
 
-
 LOG_TAIL_LINES = 40  # a Python traceback's length: the failing train.py's error and where it came from
 
 
