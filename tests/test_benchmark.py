@@ -77,6 +77,18 @@ def test_overrides_give_every_entry_the_same_data_and_budget():
         parse_data("cifar")
 
 
+def test_a_missing_data_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The command stops at the front door; re-reading saved settings does not ask the folder to exist."""
+    missing = f"folder:{tmp_path / 'missing'}"
+    output = tmp_path / "bench"
+    assert benchmark_main(["--data", missing, "--output", str(output), "--methods", "rotnet"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not output.exists()
+    assert parse_data(missing)["path"] == str(tmp_path / "missing")
+    (tmp_path / "missing").mkdir()
+    assert parse_data(missing, must_exist=True)["source"] == "folder"
+
+
 def test_eta_arithmetic():
     # Two finished entries at 100 s and 300 s: mean 200; current at 50 s, two more to go.
     assert runner.estimate_eta([100.0, 300.0], 2, 50.0, 0.5) == pytest.approx(150 + 400)

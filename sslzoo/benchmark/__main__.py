@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace, argv: List[str]) -> dict:
     if not args.data:
         raise ConfigError("--data is required: folder:PATH, tfds:NAME or synthetic")
-    parse_data(args.data)  # fail early on a bad --data
+    parse_data(args.data, must_exist=True)  # fail early on a bad --data
     if args.budget_seconds < 0:
         raise ConfigError(f"--budget-seconds {args.budget_seconds}: give seconds > 0, or leave it out to train --epochs")
     epochs = args.epochs if args.epochs is not None else (BUDGET_EPOCH_CAP if args.budget_seconds else 3)

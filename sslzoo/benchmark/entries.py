@@ -49,14 +49,18 @@ class Entry:
         return self.method == SUPERVISED
 
 
-def parse_data(spec: str, resolve: bool = True) -> Dict[str, str]:
+def parse_data(spec: str, resolve: bool = True, must_exist: bool = False) -> Dict[str, str]:
     """`folder:PATH`, `synthetic` or `tfds:NAME` -> data.* config values.
 
-    A folder path is made absolute (`resolve`), since train.py runs from the repository root."""
+    A folder path is made absolute (`resolve`), since train.py runs from the repository root. `must_exist`:
+    the command is about to train on it, so a missing folder fails here, before any run folder is made,
+    not inside the first train.py child (saved settings are re-read without it: the data may have moved)."""
     if spec == "synthetic":
         return {"source": "synthetic"}
     kind, _, value = spec.partition(":")
     if kind == "folder" and value:
+        if must_exist and not Path(value).is_dir():
+            raise ConfigError(f"--data {spec}: no such folder (give a folder of class subfolders of images)")
         return {"source": "folder", "path": str(Path(value).resolve()) if resolve else value}
     if kind == "tfds" and value:
         return {"source": "tfds", "name": value}

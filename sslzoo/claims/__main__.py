@@ -70,9 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.seeds < 1:
             raise ConfigError(f"--seeds {args.seeds}: give 1 or more (3 or more for a verdict other than "
                               "inconclusive)")
-        values = parse_data(args.data)
-        if values["source"] == "folder" and not Path(values["path"]).is_dir():
-            raise ConfigError(f"--data {args.data}: no such folder (give a folder of class subfolders of images)")
+        values = parse_data(args.data, must_exist=True)
         data = [f"data.{key}={value}" for key, value in values.items()]
         output = Path(args.output)
         if output.exists() and not output.is_dir():
