@@ -58,7 +58,7 @@ def check_geometry(image_size: int, patch: int, gap: int, jitter: int, what: str
             f"{what}: the 3x3 grid needs 3*patch_size + 2*gap + 2*jitter = 3*{patch} + 2*{gap} + 2*{jitter} "
             f"= {extent} px but the (resized) image is {image_size} px; use {hint}, a larger "
             f"method.options.resize_to (e.g. {extent}), or smaller gap/jitter (CIFAR: resize_to 64 with "
-            "patch 16, gap 4, jitter 2; or native 32 with patch 8, gap 2, jitter 1)"
+            "patch 13, gap 8, jitter 4; or native 32 with patch 8, gap 2, jitter 1)"
         )
 
 

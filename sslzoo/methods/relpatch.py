@@ -34,7 +34,7 @@ class RelPatchOptions:
     # Geometry in pixels of the (resized) image. Defaults: the card's native CIFAR geometry 8/2/1 at 32 px
     # (its 9/2/1 needs 3*9 + 2*2 + 2*1 = 33 px with the jitter margin), scaled with the image the patches are
     # cut from; at 224 px that is 56/14/7. The paper's (D-code: 96 px patches, gap 48, jitter +-7, images
-    # of 150k-450k pixels) need 398 px and are set explicitly. CIFAR zoo config: resize_to 64 with 16/4/2.
+    # of 150k-450k pixels) need 398 px and are set explicitly. CIFAR zoo config: resize_to 64 with 13/8/4.
     patch_size: int | None = option(None, "side of every patch (None: 8 x S / 32, S = resize_to or the image "
                                           "size)", ge=1)
     gap: int | None = option(None, "pixels between neighbouring patches of the 3x3 grid, >= 2 * jitter "
