@@ -89,6 +89,39 @@ def test_a_missing_data_folder_is_refused_before_anything_is_written(tmp_path, c
     assert parse_data(missing, must_exist=True)["source"] == "folder"
 
 
+def test_a_vit_table_has_its_own_entries_and_random_init_row():
+    """--encoder vit_tiny: the ViT configs, supervised first (its run gives the ViT's random-init row), with
+    the benchmark's data and budget and no ConvNet-only override (a ViT has no batch norm option)."""
+    entries = discover_entries(METHODS.names(), only=["supervised", "moco_v3"], encoder="vit_tiny")
+    assert [e.stem for e in entries] == ["supervised_vit_tiny_cifar10", "moco_v3_vit_tiny_cifar10"]
+    assert {e.encoder for e in entries} == {"vit_tiny"}
+    settings = {**SETTINGS, "encoder": "vit_tiny", "data": "folder:/data/cifar"}
+    for e in entries:
+        overrides = entry_overrides(e, settings)
+        assert not any(o.startswith("encoder.options.norm") for o in overrides)
+        config = load_config(e.config, overrides)
+        assert (config.encoder.name, config.data.path, config.trainer.epochs) == ("vit_tiny", "/data/cifar", 2)
+        assert config.eval.random_init == e.is_supervised
+    assert all(not e.stem.endswith("_vit_tiny_cifar10") for e in discover_entries(METHODS.names()))
+
+
+def test_an_encoder_without_a_supervised_config_is_refused_naming_the_ones_there_are(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"--encoder resnet9: no .*supervised_resnet9_cifar10.*convnet_small, vit_tiny"):
+        discover_entries(METHODS.names(), encoder="resnet9")
+    output = tmp_path / "bench"
+    assert benchmark_main(["--data", "synthetic", "--encoder", "resnet9", "--output", str(output)]) == 2
+    assert "supervised_resnet9_cifar10" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_a_folder_keeps_its_encoder(tmp_path):
+    """A folder written before the encoder setting existed is a ConvNet table; another encoder is refused."""
+    BenchmarkState(tmp_path, SETTINGS).save()  # no "encoder" key, as older folders
+    assert BenchmarkState.open(tmp_path, {**SETTINGS, "encoder": "convnet_small"}).settings["encoder"] == "convnet_small"
+    with pytest.raises(SettingsMismatchError, match=r"encoder: 'convnet_small' there, 'vit_tiny' now"):
+        BenchmarkState.open(tmp_path, {**SETTINGS, "encoder": "vit_tiny"})
+
+
 def test_eta_arithmetic():
     # Two finished entries at 100 s and 300 s: mean 200; current at 50 s, two more to go.
     assert runner.estimate_eta([100.0, 300.0], 2, 50.0, 0.5) == pytest.approx(150 + 400)

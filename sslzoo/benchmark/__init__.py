@@ -1,10 +1,11 @@
 """The zoo benchmark: every registered image method, same encoder, same budget, one table.
 
     python -m sslzoo.benchmark --data folder:../shared/data/cifar10/train --epochs 3 --output runs/benchmark \
-        [--methods rotnet,simclr] [--max-examples 10000] [--steps-per-epoch N] [--finetune-epochs 10] \
+        [--encoder convnet_small] [--methods rotnet,simclr] [--max-examples 10000] [--steps-per-epoch N] [--finetune-epochs 10] \
         [--set eval.linear_epochs=10 ...] [--export exported [--force-export]] [--report-only]
 
-Each entry is `zoo_configs/<method>(_v<k>)?_convnet_small_cifar10.yaml` trained by `train.py` in its own
+Each entry is `zoo_configs/<method>(_v<k>)?_<encoder>_cifar10.yaml` (encoder `convnet_small` unless
+--encoder names another with a supervised config, e.g. `vit_tiny`) trained by `train.py` in its own
 subprocess into `<output>/runs/<stem>`; the supervised entry also gives the random-init row. The folder
 gets results.csv, results.md, results.png and benchmark.json (the state that makes a rerun resume).
 See docs/benchmark.md.

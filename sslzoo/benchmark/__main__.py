@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from sslzoo.benchmark.entries import (BUDGET_EPOCH_CAP, SUPERVISED, check_same_encoder, discover_entries,
-                                     entry_overrides, parse_data)
+from sslzoo.benchmark.entries import (BUDGET_EPOCH_CAP, DEFAULT_ENCODER, SUPERVISED, check_same_encoder,
+                                     discover_entries, entry_overrides, parse_data)
 from sslzoo.benchmark.report import machine, write_reports
 from sslzoo.benchmark.runner import estimate_eta, finished_epochs, format_seconds, run_entry
 from sslzoo.benchmark.state import DONE, BenchmarkState, SettingsMismatchError
@@ -30,6 +30,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="cap on steps an epoch (smoke runs; 0 = none)")
     parser.add_argument("--max-examples", type=int, default=0, help="stratified subset of the data (0 = all)")
     parser.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs on 10%% of the labels")
+    parser.add_argument("--encoder", default=None,
+                        help=f"the encoder every entry uses: its configs are <method>_<encoder>_cifar10.yaml "
+                             f"(default {DEFAULT_ENCODER}; vit_tiny for the ViT methods)")
     parser.add_argument("--methods", default="", help="comma-separated config stems or method names (default: all)")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="config overrides for every entry, e.g. eval.linear_epochs=10")
@@ -48,7 +51,8 @@ def settings_from(args: argparse.Namespace, argv: List[str]) -> dict:
         raise ConfigError(f"--budget-seconds {args.budget_seconds}: give seconds > 0, or leave it out to train --epochs")
     epochs = args.epochs if args.epochs is not None else (BUDGET_EPOCH_CAP if args.budget_seconds else 3)
     return {
-        "data": args.data, "max_examples": args.max_examples, "epochs": epochs,
+        "data": args.data, "encoder": args.encoder or DEFAULT_ENCODER, "max_examples": args.max_examples,
+        "epochs": epochs,
         "budget_seconds": args.budget_seconds or None,
         "steps_per_epoch": args.steps_per_epoch, "finetune_epochs": args.finetune_epochs,
         "finetune_label_fraction": 0.1, "overrides": list(args.set),
@@ -72,8 +76,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             state = BenchmarkState.load(output)
         else:
             state = BenchmarkState.open(output, settings_from(args, argv))
-        everything = discover_entries(METHODS.names())
-        chosen = discover_entries(METHODS.names(), only=[m for m in args.methods.split(",") if m] or None)
+        # --report-only reads the encoder from the folder; a run names it, or gets the default.
+        encoder = args.encoder or state.settings.get("encoder", DEFAULT_ENCODER)
+        if args.encoder and args.encoder != state.settings.get("encoder", DEFAULT_ENCODER):
+            raise ConfigError(f"--encoder {args.encoder}: '{output}' holds a benchmark of "
+                              f"{state.settings.get('encoder', DEFAULT_ENCODER)}; use another --output")
+        everything = discover_entries(METHODS.names(), encoder=encoder)
+        chosen = discover_entries(METHODS.names(), only=[m for m in args.methods.split(",") if m] or None,
+                                  encoder=encoder)
         check_same_encoder(chosen)
     except (ConfigError, SettingsMismatchError, FileNotFoundError) as error:
         say(f"error: {error}")

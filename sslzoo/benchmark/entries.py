@@ -14,7 +14,8 @@ from sslzoo.config import ConfigError
 from sslzoo import settings
 
 CONFIG_DIR = settings.config_dir()
-CONFIG_PATTERN = re.compile(r"^[a-z0-9_]+?(_v\d+)?_convnet_small_cifar10$")
+# The table compares methods on one encoder: entries are `<method>(_v<k>)?_<encoder>_cifar10.yaml`.
+DEFAULT_ENCODER = "convnet_small"
 SUPERVISED = "supervised"
 IMAGE_SOURCES = ("folder", "tfds", "synthetic")
 # How the table groups methods; a method missing here is listed as "pretext".
@@ -67,28 +68,44 @@ def parse_data(spec: str, resolve: bool = True, must_exist: bool = False) -> Dic
     raise ConfigError(f"--data '{spec}': use folder:PATH, tfds:NAME or synthetic")
 
 
+def config_pattern(encoder: str) -> "re.Pattern":
+    return re.compile(rf"^[a-z0-9_]+?(_v\d+)?_{re.escape(encoder)}_cifar10$")
+
+
+def benchmark_encoders(config_dir: Path = CONFIG_DIR) -> List[str]:
+    """Encoders that have a supervised CIFAR-10 config, so a table of theirs gets its random-init row."""
+    return sorted(path.stem[len(f"{SUPERVISED}_"):-len("_cifar10")]
+                  for path in Path(config_dir).glob(f"{SUPERVISED}_*_cifar10.yaml"))
+
+
 def discover_entries(registered: Iterable[str], config_dir: Path = CONFIG_DIR,
-                     only: Optional[Sequence[str]] = None) -> List[Entry]:
-    """Entries for the small-ConvNet CIFAR-10 configs of registered image methods, supervised first.
+                     only: Optional[Sequence[str]] = None, encoder: str = DEFAULT_ENCODER) -> List[Entry]:
+    """Entries for the CIFAR-10 configs of registered image methods on `encoder`, supervised first.
 
     Args:
         registered: method names in the registry.
         config_dir: where the zoo configs are.
         only: restrict to these config stems or method names (the supervised baseline only if named).
+        encoder: the encoder every entry uses, as config names spell it (`convnet_small`, `vit_tiny`).
     """
+    available = benchmark_encoders(config_dir)
+    if encoder not in available:
+        raise ConfigError(f"--encoder {encoder}: no zoo_configs/{SUPERVISED}_{encoder}_cifar10.yaml to give the "
+                          f"table its supervised and random-init rows; benchmark encoders: {', '.join(available)}")
     registered = set(registered)
     entries = []
-    for path in sorted(Path(config_dir).glob("*_convnet_small_cifar10.yaml")):
-        if not CONFIG_PATTERN.match(path.stem):
+    pattern = config_pattern(encoder)
+    for path in sorted(Path(config_dir).glob(f"*_{encoder}_cifar10.yaml")):
+        if not pattern.match(path.stem):
             continue
         values = yaml.safe_load(path.read_text()) or {}
         method = values.get("method", {}).get("name")
         source = values.get("data", {}).get("source", "synthetic")
         if method not in registered or source not in IMAGE_SOURCES:
             continue
-        encoder = values.get("encoder", {})
-        entries.append(Entry(stem=path.stem, method=method, config=path, encoder=encoder.get("name", "convnet_small"),
-                             encoder_options=dict(encoder.get("options") or {}),
+        section = values.get("encoder", {})
+        entries.append(Entry(stem=path.stem, method=method, config=path, encoder=section.get("name", DEFAULT_ENCODER),
+                             encoder_options=dict(section.get("options") or {}),
                              batch_size=int(values.get("trainer", {}).get("batch_size", 128))))
     if only:
         wanted = set(only)
@@ -126,6 +143,15 @@ def encoder_label(entries: Sequence[Entry]) -> str:
     return f"{first.encoder} {options}" if options else first.encoder
 
 
+def has_norm_option(encoder: str) -> bool:
+    """Whether the encoder's builder takes `norm` (the ConvNets and ResNets; a ViT has only LayerNorm)."""
+    import inspect
+
+    from sslzoo.backbones import ENCODERS  # importing the backbones registers them
+
+    return "norm" in inspect.signature(ENCODERS.get(encoder)).parameters
+
+
 def entry_overrides(entry: Entry, settings: Dict) -> List[str]:
     """`--set` values giving `entry` the benchmark's data and budget.
 
@@ -147,7 +173,7 @@ def entry_overrides(entry: Entry, settings: Dict) -> List[str]:
             overrides += ["optimizer.schedule=cosine", f"optimizer.learning_rate={optimizer['values'][0]}"]
     if settings.get("steps_per_epoch"):
         overrides.append(f"trainer.steps_per_epoch={settings['steps_per_epoch']}")
-    if entry.encoder_options.get("norm", "batch") == "batch":
+    if has_norm_option(entry.encoder) and entry.encoder_options.get("norm", "batch") == "batch":
         # The fused kernel is the default now; the entries' commands keep naming it (its older name) so
         # the shipped cards' commands, and the settings a rerun is compared on, stay as recorded.
         overrides.append("encoder.options.norm=batch_fused")

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -154,7 +155,8 @@ def markdown(rows: Sequence[Dict], entries: Sequence[Entry], settings: Dict, inf
         "finetune10_top1 fine-tunes encoder + head on 10% of the training labels; train_images_per_s is "
         "pretraining throughput (source images/s); wall_clock_s is the whole entry (data loading, "
         "pretraining, all evaluations); peak_mem_mb is the subprocess's peak resident memory.",
-        "- random_init is the supervised entry's encoder before training (the same ConvNet, untrained); "
+        f"- random_init is the supervised entry's encoder before training (the same {entries[0].encoder if entries else 'encoder'}, "
+        "untrained); "
         "supervised trains it with cross-entropy on the labels within the same budget.",
         "- Published numbers for these methods come from GPU runs of hundreds of epochs on larger networks; "
         "these are short CPU runs, meant to compare the methods with each other under one budget.",
@@ -168,7 +170,8 @@ def markdown(rows: Sequence[Dict], entries: Sequence[Entry], settings: Dict, inf
 
 
 def short_name(name: str) -> str:
-    return name.replace("_convnet_small_cifar10", "")
+    """`simclr_convnet_small_cifar10` -> `simclr`: the method part of a config stem (any encoder)."""
+    return re.sub(r"_(convnet_small|vit_tiny|vit_small|resnet18)_cifar10$", "", name)
 
 
 def draw_chart(rows: Sequence[Dict], path: Path) -> Path:

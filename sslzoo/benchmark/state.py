@@ -15,8 +15,10 @@ from sslzoo.errors import SettingsMismatchError  # noqa: F401  (raised here)
 
 STATE_NAME = "benchmark.json"
 DONE, FAILED, RUNNING = "done", "failed", "running"
+# What a folder written before a setting existed meant by it.
+ASSUMED = {"encoder": "convnet_small"}
 # Settings that define the comparison; the command line and the chosen methods may change between reruns.
-COMPARED = ("data", "max_examples", "epochs", "budget_seconds", "steps_per_epoch", "finetune_epochs",
+COMPARED = ("data", "encoder", "max_examples", "epochs", "budget_seconds", "steps_per_epoch", "finetune_epochs",
             "finetune_label_fraction", "overrides")
 
 
@@ -68,8 +70,11 @@ class BenchmarkState:
 
 
 def check_settings(saved: Dict, wanted: Dict, folder) -> None:
-    differences = [f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now"
-                   for key in COMPARED if saved.get(key) != wanted.get(key)]
+    def value(settings, key):
+        return settings.get(key, ASSUMED.get(key))
+
+    differences = [f"{key}: {value(saved, key)!r} there, {value(wanted, key)!r} now"
+                   for key in COMPARED if value(saved, key) != value(wanted, key)]
     if differences:
         raise SettingsMismatchError(
             f"'{folder}' holds a benchmark with other settings ({'; '.join(differences)}); its rows would not "
