@@ -79,6 +79,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    beta_2: float = 0.999  # adam | adamw | lamb: decay of the second-moment estimate (Keras' 0.999; MAE: 0.95)
     schedule: str = "cosine"  # cosine | piecewise | constant
     warmup_epochs: float = 0.0
     boundaries: List[float] = field(default_factory=list)  # piecewise: epochs where the rate changes
@@ -450,6 +451,8 @@ def validate(config: Config) -> None:
          or len(config.optimizer.values) == len(config.optimizer.boundaries) + 1,
          "optimizer.values must have one more entry than optimizer.boundaries"),
         (config.optimizer.warmup_epochs >= 0, "optimizer.warmup_epochs must be >= 0"),
+        (0.0 <= config.optimizer.beta_2 < 1.0,
+         f"optimizer.beta_2 must be in [0, 1) (Keras' default 0.999; MAE: 0.95), got {config.optimizer.beta_2}"),
         (all(0 < a < b for a, b in zip(config.optimizer.boundaries, config.optimizer.boundaries[1:] + [float("inf")])),
          "optimizer.boundaries must be positive epochs in increasing order"),
         (config.eval.knn_k >= 1, "eval.knn_k must be >= 1"),

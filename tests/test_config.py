@@ -40,6 +40,7 @@ def test_unknown_section_is_refused():
         ("trainer.epochs=0", "trainer.epochs must be >= 1"),
         ("optimizer.boundaries=[60, 30]", "increasing order"),
         ("optimizer.warmup_epochs=-1", "warmup_epochs must be >= 0"),
+        ("optimizer.beta_2=1.0", r"beta_2 must be in \[0, 1\)"),
         ("eval.knn_temperature=0", "knn_temperature must be > 0"),
     ],
 )

@@ -234,6 +234,12 @@ def test_build_optimizer_lars_skips_1d_and_adamw_excludes_bias():
     assert adamw._use_weight_decay(layer.kernel) and not adamw._use_weight_decay(layer.bias)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "lamb"])
+def test_beta_2_reaches_the_adam_family_and_defaults_to_keras(name):
+    assert build_optimizer(OptimizerConfig(name=name), 10, 2).beta_2 == pytest.approx(0.999)
+    assert build_optimizer(OptimizerConfig(name=name, beta_2=0.95), 10, 2).beta_2 == pytest.approx(0.95)
+
+
 @pytest.mark.parametrize("loss_scaled", [False, True])
 def test_a_constant_rate_copy_keeps_the_kind_and_settings_at_the_base_rate(loss_scaled):
     from sslzoo.optimizers import with_constant_learning_rate

@@ -12,7 +12,8 @@ pooling of the patch tokens, and Keras keeps only layers on the path to the outp
 named "tokens", gives `[N, 1 + P, D]` (index 0 the class token, then the patches row by row);
 `patch_token_model(encoder)` reshapes the patches to `[N, S/p, S/p, D]`. So the ViT serves the methods
 that read pooled features (simclr, moco, byol, simsiam, barlow_twins, vicreg, supervised, rotnet with a
-linear or mlp head); it cannot serve those that read the encoder's "feature_map" (rotnet's conv / nin
+linear or mlp head) and MAE, which runs the encoder's own layers on the visible patches
+(`encode_visible`); it cannot serve those that read the encoder's "feature_map" (rotnet's conv / nin
 heads, context_encoder, colorization, splitbrain, video_colorization) or rebuild it at the patch size
 with `at_input_size` (relpatch, jigsaw, cpc): its position table fixes the input size.
 """
@@ -90,7 +91,7 @@ def sincos_position_table(grid_size: int, dim: int) -> np.ndarray:
     return np.concatenate([encode(cols), encode(rows)], axis=1).astype(np.float32)
 
 
-def _learned_vector(one, length: int, dim: int, name: str):
+def learned_vector(one, length: int, dim: int, name: str):
     """`[N, length, D]`: a trainable `[1, length, D]` table (truncated normal, std 0.02) for every example.
 
     `one` is `[N, 1]` of ones; the EinsumDense contracts its size-1 axis with the kernel, so the output
@@ -119,19 +120,47 @@ def transformer_block(x, num_heads: int, mlp_dim: int, dropout: float, name: str
         `[N, T, D]`.
     """
     dim = int(x.shape[-1])
-    y = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"{name}_ln1")(x)
-    # Keras' default glorot_uniform for the projections, kept for simplicity: its fans are those of the
-    # [D, H, D/H] kernels, so the range is narrower than xavier on one D x D matrix (MAE's).
-    y = keras.layers.MultiHeadAttention(num_heads, dim // num_heads, name=f"{name}_attn")(y, y)
-    y = _dropout(y, dropout, f"{name}_attn_dropout")
-    x = keras.layers.Add(name=f"{name}_add1")([x, y])
-    y = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"{name}_ln2")(x)
-    # Exact (erf) GELU, as PyTorch's nn.GELU in the reference ViTs.
-    y = keras.layers.Dense(mlp_dim, activation="gelu", name=f"{name}_mlp1")(y)
-    y = _dropout(y, dropout, f"{name}_mlp1_dropout")
-    y = keras.layers.Dense(dim, name=f"{name}_mlp2")(y)
-    y = _dropout(y, dropout, f"{name}_mlp2_dropout")
-    return keras.layers.Add(name=f"{name}_add2")([x, y])
+
+    def new_layer(suffix: str):
+        # Made when the wiring first asks for it, so the layers are created (and draw their initial
+        # weights) in the order they are applied.
+        full = f"{name}_{suffix}"
+        if suffix in ("ln1", "ln2"):
+            return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=full)
+        if suffix == "attn":
+            # Keras' default glorot_uniform for the projections, kept for simplicity: its fans are those of
+            # the [D, H, D/H] kernels, so the range is narrower than xavier on one D x D matrix (MAE's).
+            return keras.layers.MultiHeadAttention(num_heads, dim // num_heads, name=full)
+        if suffix.endswith("dropout"):
+            return keras.layers.Dropout(dropout, name=full) if dropout else None
+        if suffix == "mlp1":
+            # Exact (erf) GELU, as PyTorch's nn.GELU in the reference ViTs.
+            return keras.layers.Dense(mlp_dim, activation="gelu", name=full)
+        if suffix == "mlp2":
+            return keras.layers.Dense(dim, name=full)
+        return keras.layers.Add(name=full)
+
+    return _block(x, new_layer)
+
+
+def _block(x, layer, training=None):
+    """The one wiring of a block, on the layers `layer(suffix)` returns (None: a Dropout left out).
+    `transformer_block` builds new layers through it; `encode_visible` reruns an encoder's own."""
+
+    def dropped(y, suffix):
+        dropout = layer(suffix)
+        return y if dropout is None else dropout(y, training=training)
+
+    y = layer("ln1")(x)
+    y = layer("attn")(y, y, training=training)
+    y = dropped(y, "attn_dropout")
+    x = layer("add1")([x, y])
+    y = layer("ln2")(x)
+    y = layer("mlp1")(y)
+    y = dropped(y, "mlp1_dropout")
+    y = layer("mlp2")(y)
+    y = dropped(y, "mlp2_dropout")
+    return layer("add2")([x, y])
 
 
 def build_vit(
@@ -205,10 +234,10 @@ def build_vit(
     one = ops.ones_like(patches[:, :1, 0])  # [N, 1]: what the learned vectors are broadcast from
     if position_embedding == "sincos":
         patches = ops.add(patches, sincos_position_table(grid, embed_dim))
-    class_token = _learned_vector(one, 1, embed_dim, "cls_token")
+    class_token = learned_vector(one, 1, embed_dim, "cls_token")
     x = keras.layers.Concatenate(axis=1, name="embeddings")([class_token, patches])
     if position_embedding == "learned":
-        positions = _learned_vector(one, 1 + num_patches, embed_dim, "pos_embed")
+        positions = learned_vector(one, 1 + num_patches, embed_dim, "pos_embed")
         x = keras.layers.Add(name="embeddings_with_positions")([x, positions])
     x = _dropout(x, dropout, "embeddings_dropout")
     mlp_dim = int(embed_dim * mlp_ratio)
@@ -226,6 +255,68 @@ def patch_token_model(encoder: keras.Model) -> keras.Model:
     grid = keras.layers.Reshape((side, side, int(tokens.shape[2])), name=f"{encoder.name}_patch_grid")(
         tokens[:, 1:])
     return keras.Model(encoder.input, grid, name=f"{encoder.name}_patch_tokens")
+
+
+def is_vit(encoder: keras.Model) -> bool:
+    """Whether `encoder` is one of sslzoo's ViTs (it has the final token LayerNorm)."""
+    return any(layer.name == TOKENS for layer in encoder.layers)
+
+
+def vit_patch_size(encoder: keras.Model) -> int:
+    """p of a ViT encoder: the stride of its patch projection."""
+    return int(encoder.get_layer("patch_embed").strides[0])
+
+
+def _layer_or_none(encoder: keras.Model, name: str):
+    try:
+        return encoder.get_layer(name)
+    except ValueError:
+        return None
+
+
+def encode_visible(encoder: keras.Model, images, ids_keep, training: bool = False):
+    """A ViT encoder's own layers (same weights) on the visible patches only: MAE's `forward_encoder`.
+
+    The patches are embedded and given their positions as in the full encoder, then only those in
+    `ids_keep` go on, behind the class token, through the blocks and the final LayerNorm "tokens". With
+    every patch kept in order, the result is the encoder's "tokens" output (and its class token the
+    encoder's features).
+
+    Args:
+        encoder: a ViT from `build_vit` (`is_vit`).
+        images: float32 `[N, S, S, 3]` in [0, 1].
+        ids_keep: int `[N, K]`, indices into the row-major patch grid (`augment.tokens.random_masking`).
+        training: passed to the attention and Dropout layers.
+    Returns:
+        `[N, 1 + K, D]`: the class token, then the visible patches in the order of `ids_keep`.
+    Reference: He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022.
+    """
+    if not is_vit(encoder):
+        raise ValueError(f"encode_visible needs one of sslzoo's ViT encoders (vit_tiny, vit_small); "
+                         f"'{encoder.name}' has no '{TOKENS}' layer")
+    x = encoder.get_layer("normalization")(images)
+    x = encoder.get_layer("patch_embed")(x)
+    patches = encoder.get_layer("patch_tokens")(x)
+    one = ops.ones_like(patches[:, :1, 0])
+    class_token = encoder.get_layer("cls_token")(one)
+    learned = _layer_or_none(encoder, "pos_embed")
+    if learned is None:
+        grid = int(round(int(patches.shape[1]) ** 0.5))
+        patches = ops.add(patches, sincos_position_table(grid, int(patches.shape[2])))
+    else:
+        positions = learned(one)
+        class_token = ops.add(class_token, positions[:, :1])
+        patches = ops.add(patches, positions[:, 1:])
+    visible = ops.take_along_axis(patches, ops.expand_dims(ops.cast(ids_keep, "int32"), -1), axis=1)
+    x = encoder.get_layer("embeddings")([class_token, visible])
+    dropout = _layer_or_none(encoder, "embeddings_dropout")
+    if dropout is not None:
+        x = dropout(x, training=training)
+    depth = sum(1 for layer in encoder.layers if layer.name.startswith("block") and layer.name.endswith("_ln1"))
+    for index in range(depth):
+        prefix = f"block{index + 1}"
+        x = _block(x, lambda suffix: _layer_or_none(encoder, f"{prefix}_{suffix}"), training)
+    return encoder.get_layer(TOKENS)(x)
 
 
 @register_encoder("vit_tiny")

@@ -14,10 +14,16 @@ from sslzoo.losses.contrastive import info_nce, moco_v3_loss, nt_xent
 from sslzoo.losses.cpc import cpc_loss
 from sslzoo.losses.distillation import dino_center_update, dino_loss
 from sslzoo.losses.noncontrastive import barlow_twins_loss, byol_loss, simsiam_loss, vicreg_loss
-from sslzoo.losses.reconstruction import discriminator_loss, generator_adversarial_loss, masked_l2, pixel_l2
+from sslzoo.losses.reconstruction import (
+    discriminator_loss,
+    generator_adversarial_loss,
+    mae_loss,
+    masked_l2,
+    pixel_l2,
+)
 
 __all__ = [
     "barlow_twins_loss", "byol_loss", "cpc_loss", "dino_center_update", "dino_loss", "discriminator_loss",
-    "generator_adversarial_loss", "info_nce", "masked_l2", "moco_v3_loss", "nt_xent", "pixel_l2", "simsiam_loss",
-    "vicreg_loss",
+    "generator_adversarial_loss", "info_nce", "mae_loss", "masked_l2", "moco_v3_loss", "nt_xent", "pixel_l2",
+    "simsiam_loss", "vicreg_loss",
 ]

@@ -1,5 +1,6 @@
 """Reconstruction losses as pure functions, tensors in, tensors out: colour regression's per-pixel L2
-(`pixel_l2`; Zhang et al. 2016 and 2017) and the context encoder's losses (Pathak et al., CVPR 2016).
+(`pixel_l2`; Zhang et al. 2016 and 2017), the context encoder's losses (Pathak et al., CVPR 2016) and
+MAE's per-patch MSE on the masked patches (`mae_loss`; He et al., CVPR 2022).
 
 For the context encoder, with M = 1 on dropped pixels and F the context encoder:
     L_rec = || M * (x - F((1 - M) * x)) ||^2                       (weighted: overlap ring 10x, see below)
@@ -86,3 +87,47 @@ def joint_loss(reconstruction: tf.Tensor, adversarial: tf.Tensor,
                reconstruction_weight: float = RECONSTRUCTION_WEIGHT) -> tf.Tensor:
     """lambda_rec * L_rec + (1 - lambda_rec) * L_adv: the paper's 0.999 / 0.001 by default."""
     return reconstruction_weight * reconstruction + (1.0 - reconstruction_weight) * adversarial
+
+
+NORM_PIX_EPSILON = 1e-6  # the official forward_loss: (var + 1e-6) ** 0.5
+
+
+def mae_loss(predictions: tf.Tensor, target_patches: tf.Tensor, mask: tf.Tensor,
+             norm_pix_loss: bool = False) -> tf.Tensor:
+    """MAE's loss: the mean squared error of each patch, averaged over the masked patches only.
+
+    The official `forward_loss`: with `norm_pix_loss` every target patch is standardised by its own mean
+    and its unbiased variance (torch's `.var` default, n - 1), (t - mean) / (var + 1e-6)^0.5; then
+    loss_k = mean over the patch's values of (pred - target)^2 and L = sum(loss_k * mask_k) / sum(mask_k).
+
+    Args:
+        predictions: [N, L, V] the decoder's output for every patch.
+        target_patches: [N, L, V] the patches of the (normalised) image, `augment.tokens.patchify`.
+        mask: [N, L], 1 on masked patches (the ones that count), 0 on visible ones.
+        norm_pix_loss: standardise each target patch first.
+    Returns:
+        scalar float32; 0 when nothing is masked (the official code would divide by 0).
+    """
+    predictions = tf.cast(predictions, tf.float32)
+    target = tf.cast(target_patches, tf.float32)
+    if norm_pix_loss:
+        target = normalize_patches(target)
+    per_patch = tf.reduce_mean(tf.square(predictions - target), axis=-1)
+    mask = tf.cast(mask, tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_patch * mask), tf.reduce_sum(mask))
+
+
+def patch_statistics(patches: tf.Tensor):
+    """(mean, std) of every patch over its values, [N, L, 1] each, as `norm_pix_loss` uses them: the
+    unbiased variance plus 1e-6 under the square root."""
+    patches = tf.cast(patches, tf.float32)
+    count = tf.cast(tf.shape(patches)[-1], tf.float32)
+    mean = tf.reduce_mean(patches, axis=-1, keepdims=True)
+    variance = tf.reduce_sum(tf.square(patches - mean), axis=-1, keepdims=True) / (count - 1.0)
+    return mean, tf.sqrt(variance + NORM_PIX_EPSILON)
+
+
+def normalize_patches(patches: tf.Tensor) -> tf.Tensor:
+    """Each patch standardised by its own `patch_statistics`: the `norm_pix_loss` target."""
+    mean, std = patch_statistics(patches)
+    return (tf.cast(patches, tf.float32) - mean) / std

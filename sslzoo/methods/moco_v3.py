@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from sslzoo.augment.views import AsymmetricViewOptions, asymmetric_views
-from sslzoo.backbones.vit import TOKENS
+from sslzoo.backbones.vit import is_vit
 from sslzoo.config import option
 from sslzoo.heads import mlp_head
 from sslzoo.layers import ema
@@ -55,11 +55,6 @@ class MoCoV3Options(AsymmetricViewOptions):
     crop_scale: tuple[float, float] = option(
         (0.08, 1.0), "[low, high] range of the crop's area fraction (official: 0.08 ViT, 0.2 ResNet)",
         gt=0.0, le=1.0)
-
-
-def is_vit(encoder: keras.Model) -> bool:
-    """Whether `encoder` is one of sslzoo's ViTs (it has the final token LayerNorm)."""
-    return any(layer.name == TOKENS for layer in encoder.layers)
 
 
 @register_method("moco_v3")

@@ -17,7 +17,7 @@ _NO_DECAY_NAMES = ["bias", "gamma", "beta"]
 def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int, horizon=None) -> keras.optimizers.Optimizer:
     """Builds the optimizer named by `cfg.name`, its learning rate from `build_schedule`.
 
-    Weight decay semantics per name (`cfg.weight_decay`):
+    Weight decay semantics per name (`cfg.weight_decay`; adam, adamw and lamb take `cfg.beta_2`):
       sgd   -> `CoupledSGD`: momentum, Nesterov, coupled L2 on every variable (RotNet / PyTorch semantics).
       adam  -> `CoupledAdam`: coupled L2 on every variable (PyTorch `Adam(weight_decay=)` semantics).
       adamw -> `keras.optimizers.AdamW`: decoupled decay, not on biases / norm gamma, beta.
@@ -33,6 +33,7 @@ def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int, hor
     """
     learning_rate = build_schedule(cfg, steps_per_epoch, epochs, horizon)
     weight_decay = float(cfg.weight_decay)
+    beta_2 = float(cfg.beta_2)
     name = cfg.name
     if name == "sgd":
         return CoupledSGD(
@@ -42,13 +43,13 @@ def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int, hor
             weight_decay=weight_decay or None,
         )
     if name == "adam":
-        return CoupledAdam(learning_rate=learning_rate, weight_decay=weight_decay or None)
+        return CoupledAdam(learning_rate=learning_rate, beta_2=beta_2, weight_decay=weight_decay or None)
     if name == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, beta_2=beta_2, weight_decay=weight_decay)
         optimizer.exclude_from_weight_decay(var_names=_NO_DECAY_NAMES)
         return optimizer
     if name == "lamb":
-        optimizer = keras.optimizers.Lamb(learning_rate=learning_rate, weight_decay=weight_decay or None)
+        optimizer = keras.optimizers.Lamb(learning_rate=learning_rate, beta_2=beta_2, weight_decay=weight_decay or None)
         optimizer.exclude_from_weight_decay(var_names=_NO_DECAY_NAMES)
         return optimizer
     if name == "lars":
