@@ -22,7 +22,7 @@ IMAGE_SOURCES = ("folder", "tfds", "synthetic")
 KINDS = {"simclr": "contrastive", "moco": "contrastive", "moco_v3": "contrastive", "cpc": "contrastive",
          SUPERVISED: "supervised", "byol": "non-contrastive", "simsiam": "non-contrastive",
          "barlow_twins": "non-contrastive", "vicreg": "non-contrastive",
-         "dino": "self-distillation"}
+         "dino": "self-distillation", "mae": "masked image modelling"}
 # With --budget-seconds, the most epochs an entry may train unless --epochs says otherwise.
 BUDGET_EPOCH_CAP = 1000
 # Encoder options allowed to differ between entries: CPC v2 swaps batch norm for layer norm, as its paper
