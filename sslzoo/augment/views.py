@@ -251,6 +251,14 @@ def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.T
     return tf.transpose(blurred, [2, 0, 1, 3])
 
 
+def check_crop_scale(value, key: str, recipes: str) -> None:
+    """ConfigError naming `key` and the papers' values (`recipes`) unless `value` is [low, high] with
+    0 < low <= high <= 1: the area-fraction range of a random resized crop."""
+    low, high = value
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"{key} {list(value)}: need [low, high] with 0 < low <= high <= 1 ({recipes})")
+
+
 @dataclasses.dataclass(frozen=True)
 class ViewOptions:
     """The view-augmentation options SimCLR and MoCo share (defaults: SimCLR's CIFAR recipe, paper B.9).
@@ -270,10 +278,7 @@ class ViewOptions:
     flip: bool = option(True, "horizontal flips with p = 0.5")
 
     def __post_init__(self):
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ConfigError(f"crop_scale {list(self.crop_scale)}: need [low, high] with 0 < low <= high <= 1 "
-                              "(SimCLR: [0.08, 1.0], MoCo: [0.2, 1.0])")
+        check_crop_scale(self.crop_scale, "crop_scale", "SimCLR: [0.08, 1.0], MoCo: [0.2, 1.0]")
 
     def as_kwargs(self) -> Dict[str, Any]:
         """The keyword arguments of `simclr_view` / `two_views`."""

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sslzoo.augment.ops import split_seed
-from sslzoo.augment.views import AsymmetricViewOptions, asymmetric_views, simclr_view
+from sslzoo.augment.views import AsymmetricViewOptions, asymmetric_views, check_crop_scale, simclr_view
 from sslzoo.backbones import at_input_size
 from sslzoo.config import ConfigError, option
 from sslzoo.heads import dino_head
@@ -40,9 +40,7 @@ def _assign(variable, value):
 
 
 def _crop_scale(value, key: str) -> None:
-    low, high = value
-    require(0 < low <= high <= 1, f"{key} {list(value)}: need [low, high] with 0 < low <= high <= 1 "
-                                  "(DINO: global [0.4, 1], local [0.05, 0.4]; ResNet-50 run: [0.14, 1], [0.05, 0.14])")
+    check_crop_scale(value, key, "DINO: global [0.4, 1], local [0.05, 0.4]; ResNet-50 run: [0.14, 1], [0.05, 0.14]")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from sslzoo.augment import split_seed
 from sslzoo.augment.tokens import keep_count, patchify, random_masking, unpatchify
-from sslzoo.augment.views import random_resized_crop_and_flip
+from sslzoo.augment.views import check_crop_scale, random_resized_crop_and_flip
 from sslzoo.backbones import input_normalization
 from sslzoo.backbones.vit import TOKENS, encode_visible, is_vit, vit_patch_size
 from sslzoo.config import ConfigError, option
@@ -45,9 +45,7 @@ class MAEOptions:
     flip: bool = option(True, "horizontal flips with p = 0.5 (official)")
 
     def __post_init__(self):
-        low, high = self.crop_scale
-        require(low <= high, f"crop_scale {list(self.crop_scale)}: need [low, high] with low <= high "
-                             "(MAE: [0.2, 1.0])")
+        check_crop_scale(self.crop_scale, "crop_scale", "MAE: [0.2, 1.0]")
         require(self.decoder_width % self.decoder_heads == 0 and self.decoder_width % 4 == 0,
                 f"decoder_width {self.decoder_width} must be a multiple of 4 (the sin-cos positions) and of "
                 f"decoder_heads {self.decoder_heads}; e.g. method.options.decoder_width="
