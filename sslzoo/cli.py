@@ -4,7 +4,7 @@
     sslzoo train --config rotnet_convnet_small_cifar10 --output runs/rotnet [--set key=value ...]
     sslzoo export --run runs/rotnet --output exported/rotnet
     sslzoo embed ... / sslzoo neighbors ...                      # sslzoo/embed/
-    sslzoo tune | benchmark | bench | claims | report | prepare  # sslzoo <command> --help for each
+    sslzoo tune | benchmark | bench | claims | report | prepare | track  # sslzoo <command> --help for each
 
 Each command is the existing module's `main(argv)`, imported only when that command runs, so `sslzoo
 --help` and `sslzoo list` never import TensorFlow. `train.py`, `export.py` and `tune.py` in a checkout are
@@ -53,6 +53,8 @@ COMMANDS: Dict[str, Command] = {
     "list": Command("sslzoo.cli:list_main", "list the shipped configs and encoders and where they were found",
                     quiets_itself=True),
     "prepare": Command("sslzoo.prepare:main", "write TFRecord shards of an image folder"),
+    "track": Command("sslzoo.video.track:main", "propagate a first-frame mask through a video's frames with an "
+                     "exported embedding", quiets_itself=True),
 }
 
 EPILOG = """where things are found:

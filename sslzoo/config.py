@@ -55,8 +55,16 @@ class DataConfig:
     frame_step: int = 1  # real videos: keep every k-th frame (the paper samples Kinetics at 6 fps)
     num_clips: int = 1000  # training clips: generated (video_synthetic), or at most this many (0 = all)
     eval_clips: int = 32  # tracking-evaluation clips (generated, or at most this many annotated videos)
-    eval_clip_length: int = 12  # frames per tracking-evaluation clip (0 = whole videos)
-    annotations_path: str = ""  # video_folder: instance masks <root>/<video>/<frame>.png (DAVIS layout)
+    eval_clip_length: int = 12  # frames per generated tracking-evaluation clip (0 = whole videos)
+    # video_folder: instance masks <root>/<video>/<frame>.png (DAVIS layout); those videos are tracked whole
+    # (the DAVIS protocol) and scored at the masks' own resolution.
+    annotations_path: str = ""
+    # video_folder: short side of the frames fed to the tracker, aspect kept (0 = data.image_size). Training
+    # frames are resized the same way to image_size and cut into square windows across the long side.
+    track_size: int = 0
+    # The annotated videos' frames when they are not data.path: tracking real videos after training on
+    # generated clips (video_synthetic), or on other videos.
+    track_frames_path: str = ""
 
 
 @dataclass
@@ -433,6 +441,7 @@ def validate(config: Config) -> None:
         (config.data.num_clips >= 0 and (config.data.source != "video_synthetic" or config.data.num_clips >= 1),
          "data.num_clips must be >= 1 for video_synthetic (>= 0 for real videos, 0 = all)"),
         (config.data.eval_clips >= 1, "data.eval_clips must be >= 1"),
+        (config.data.track_size >= 0, "data.track_size must be >= 0 (0 = data.image_size)"),
         (config.data.eval_clip_length == 0 or config.data.eval_clip_length >= 2,
          "data.eval_clip_length must be 0 (whole videos) or >= 2"),
         (config.trainer.epochs >= 1, "trainer.epochs must be >= 1"),

@@ -27,6 +27,7 @@ ROOMS = {
     "sslzoo.evaluation": "evaluation",
     "sslzoo.methods": "methods",
     "sslzoo.video.plugin": "plugins",  # the clip data kind and the tracking evaluator
+    "sslzoo.video.track": "tools",  # `sslzoo track`: loads an export and tracks with it
     "sslzoo.training": "training",
     "sslzoo.export": "export",
     "sslzoo.zoo": "load",

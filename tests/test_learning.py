@@ -1,13 +1,13 @@
 """RotNet learns: on the CIFAR-10 validation split its encoder beats the same encoder at random init.
 
 The whole user path runs here, as a user runs it: train.py on the CIFAR folder -> export.py -> sslzoo.load.
-Budget: 10,000 of the 50,000 training images (9,000 train / 1,000 validation, stratified), 4 epochs, with
-the config's half-width ConvNet. Measured (2-core CPU, `train.py --config
-zoo_configs/rotnet_convnet_small_cifar10.yaml --set data.source=folder data.path=../shared/data/cifar10/train
-data.max_examples=10000 trainer.epochs=4`): kNN 39.2 vs 32.3 at random init (+6.9), linear 46.1 vs 38.4
-(+7.7), rotation top-1 62% (Keras' own batch norm ops). On the default batch norm (TF's fused kernel),
-with `--set trainer.seed=S` for S = 1 / 2 / 3 (this test runs seed 0): kNN +8.9 / +6.3 / +10.1, linear
-+8.6 / +6.1 / +5.3. The asserted margins are half the smallest gain of those seeds, rounded down.
+Budget: 10,000 of the 50,000 training images (9,000 train / 1,000 validation, stratified), 2 epochs, with
+the config's half-width ConvNet (4 epochs until the suite outgrew 25 minutes; then kNN +8.9 / +6.3 / +10.1,
+linear +8.6 / +6.1 / +5.3 over random init for seeds 1 / 2 / 3). At 2 epochs, the test's command plus
+`--set trainer.seed=S` for S = 1 / 2 / 3, with one TensorFlow thread as the suite runs (tests/conftest.py),
+2-core CPU, 2026-12-02: kNN +8.4 / +5.2 / +7.7, linear +8.4 / +6.0 / +5.2 points. The asserted margins are
+half the smallest gain of those seeds, rounded down, set before seed 0 (this test's run) was measured:
+kNN +6.1, linear +2.8 then.
 """
 
 import json
@@ -22,14 +22,14 @@ import pytest
 import sslzoo
 from tests.harness import ROOT, train_on_cifar
 
-KNN_MARGIN, LINEAR_MARGIN = 3.1, 2.6
+KNN_MARGIN, LINEAR_MARGIN = 2.6, 2.6
 
 
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("cifar") / "rotnet"
     metrics = train_on_cifar(run, "zoo_configs/rotnet_convnet_small_cifar10.yaml",
-                             "data.max_examples=10000", "trainer.epochs=4")
+                             "data.max_examples=10000", "trainer.epochs=2")
     return run, metrics
 
 

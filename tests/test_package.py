@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "sslzoo", "zoo_configs")
 BLOCKED = ("tf2onnx", "onnxruntime", "tensorflow_serving", "keras_tuner")
 COMMANDS = ("train", "export", "embed", "neighbors", "select", "tune", "benchmark", "bench", "report", "list",
-            "prepare")
+            "prepare", "track")
 TINY = ["data.synthetic_examples=200", "encoder.options.width=0.25", "method.options.head_width=16",
         "trainer.batch_size=16", "trainer.epochs=1", "trainer.steps_per_epoch=1", "eval.linear_epochs=1",
         "eval.knn_k=5", "eval.random_init=false"]

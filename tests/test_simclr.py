@@ -319,18 +319,18 @@ def test_bad_ablation_values_name_the_key_and_the_allowed_values(options, messag
 
 
 def test_simclr_beats_random_init_on_cifar(tmp_path):
-    """SimCLR on the half-width small ConvNet, the zoo config on 8,000 CIFAR-10 images for 3 epochs.
+    """SimCLR on the half-width small ConvNet, the zoo config on 8,000 CIFAR-10 images for 2 epochs.
 
-    Measured with this exact command with Keras' own batch norm ops (2-core CPU heavily shared with other
-    jobs, load average ~15-20, so times are inflated): kNN 39.62% vs 31.87% random init (+7.8), linear
-    43.75% vs 39.38% (+4.4); 151 s of training at 143 images/s, 4 min 18 s wall. On the default batch norm
-    (TF's fused kernel), trainer.seed 1 / 2 / 3 (the test runs seed 0): kNN +7.7 / +10.2 / +10.4, linear
-    +6.1 / +4.1 / +5.9. Margins: half the smallest gain of those seeds, rounded down.
+    3 epochs until the suite outgrew 25 minutes (then kNN +7.7 / +10.2 / +10.4, linear +6.1 / +4.1 / +5.9 over
+    random init for trainer.seed 1 / 2 / 3). At 2 epochs, the test's command plus --set trainer.seed=S with
+    one TensorFlow thread as the suite runs (tests/conftest.py), 2-core CPU, 2026-12-02, seeds 1 / 2 / 3: kNN
+    +7.01 / +8.62 / +8.50, linear +5.87 / +4.63 / +3.00. Margins: half the smallest gain of those seeds,
+    rounded down, set before seed 0 (this test's run) was measured: kNN +8.25, linear +5.00 then.
     """
     metrics = train_on_cifar(
         tmp_path / "run", "zoo_configs/simclr_convnet_small_cifar10.yaml",
-        "data.max_examples=8000", "trainer.epochs=3",
+        "data.max_examples=8000", "trainer.epochs=2",
     )
     baseline = metrics["random_init"]
-    assert metrics["knn_top1"] > baseline["knn_top1"] + 3.8, metrics
-    assert metrics["linear_top1"] > baseline["linear_top1"] + 2.0, metrics
+    assert metrics["knn_top1"] > baseline["knn_top1"] + 3.5, metrics
+    assert metrics["linear_top1"] > baseline["linear_top1"] + 1.5, metrics

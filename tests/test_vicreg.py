@@ -101,15 +101,16 @@ def test_bad_options_fail_at_build_time(options, words):
         tiny_vicreg(**options)
 
 
-# Margins: half the smallest gain of seeds 1-3 (trainer.seed), rounded down; the test runs seed 0, the seed
-# the config's rate was chosen on (its header). Gains over random init, seeds 1 / 2 / 3, measured on the
-# default batch norm (TF's fused kernel) with the test's command plus --set trainer.seed=S:
-# kNN +7.8 / +7.6 / +11.2, linear +5.4 / +4.1 / +5.0 points.
-KNN_MARGIN, LINEAR_MARGIN = 3.8, 2.0
+# Margins: half the smallest gain of seeds 1-3 (trainer.seed), rounded down, set before seed 0 (the test's run,
+# the seed the config's rate was chosen on) was measured. 2 epochs since the suite outgrew 25 minutes (at 4:
+# kNN +7.8 / +7.6 / +11.2, linear +5.4 / +4.1 / +5.0). Gains over random init at 2 epochs, seeds 1 / 2 / 3,
+# the test's command plus --set trainer.seed=S, with one TensorFlow thread as the suite runs (tests/conftest.py), 2-core CPU, 2026-12-02:
+# kNN +7.0 / +4.6 / +8.7, linear +4.6 / +2.8 / +5.0 points; seed 0 then: kNN +5.0, linear +4.4.
+KNN_MARGIN, LINEAR_MARGIN = 2.3, 1.4
 
 
 def test_vicreg_beats_its_random_init_encoder_on_cifar10_validation(tmp_path):
-    """VICReg, the zoo config on 10,000 CIFAR-10 images (9,000 train / 1,000 validation) for 4 epochs."""
+    """VICReg, the zoo config on 10,000 CIFAR-10 images (9,000 train / 1,000 validation) for 2 epochs."""
     metrics = train_on_cifar(tmp_path / "run", "zoo_configs/vicreg_convnet_small_cifar10.yaml",
-                             "data.max_examples=10000", "trainer.epochs=4")
+                             "data.max_examples=10000", "trainer.epochs=2")
     assert_beats_random_init(metrics, KNN_MARGIN, LINEAR_MARGIN)

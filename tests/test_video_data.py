@@ -6,12 +6,14 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from sslzoo import config as config_lib
 from sslzoo.data import DataError, DatasetNotPreparedError
 from sslzoo.video.generator import generate_clips, render_clip, visible_instances
-from sslzoo.video.propagation import clip_j, copy_first_mask, jaccard, track_clip
-from sslzoo.video.sources import load_video_data
+from sslzoo.video.davis import kept_aspect_size, read_mask, video_j
+from sslzoo.video.propagation import clip_j, copy_first_mask, jaccard, track_clip, track_video
+from sslzoo.video.sources import load_video_data, square_windows
 
 
 def flat_pool(count=8, size=16):
@@ -94,13 +96,67 @@ def test_video_folder_source_reads_frames_and_davis_masks(tmp_path):
             tf.io.write_file(str(masks_root / video / f"{t:05d}.png"), tf.io.encode_png(mask))
     cfg = config_lib.from_dict({"data": {"source": "video_folder", "path": str(frames_root), "image_size": 16,
                                          "annotations_path": str(masks_root), "clip_length": 3, "eval_clips": 2,
-                                         "eval_clip_length": 0}}).data
+                                         "frame_step": 2}}).data
     data = load_video_data(cfg)
-    assert data.train.frames.shape == (4, 3, 16, 16, 3)  # two non-overlapping clips of 3 per video
+    # 24x40 -> 16x24 (aspect kept, long side to a multiple of 8): 2 square windows across it; every 2nd
+    # frame of 6 -> one clip of 3 per window and video.
+    assert data.train.frames.shape == (4, 3, 16, 16, 3)
     annotated = data.evaluation["annotated"]
-    assert annotated.frames.shape == (2, 6, 16, 16, 3) and annotated.masks.shape == (2, 6, 16, 16)
-    assert set(np.unique(annotated.masks)) == {0, 1}  # void (255) became background
+    assert [video.name for video in annotated] == ["bear", "car"]
+    for video in annotated:  # every frame (frame_step thins training only), masks at their own resolution
+        assert video.frames.shape == (6, 16, 24, 3) and video.masks.shape == (6, 24, 40)
+        assert set(np.unique(video.masks)) == {0, 1}  # void (255) became background
+        assert video.masks[3, 6, 13:23].all() and not video.masks[3, 6, :13].any()
     assert "generated" in data.evaluation
+
+
+def test_davis_2016_binary_and_davis_2017_palette_masks(tmp_path):
+    binary = np.zeros([6, 10], np.uint8)
+    binary[2:4, 3:7] = 255  # DAVIS-2016: 255 is the object
+    Image.fromarray(binary, mode="L").save(tmp_path / "binary.png")
+    np.testing.assert_array_equal(read_mask(str(tmp_path / "binary.png")), binary // 255)
+    ids = np.zeros([6, 10], np.uint8)
+    ids[1:3, 1:3], ids[4:6, 5:9], ids[0, :] = 1, 2, 255  # DAVIS-2017: palette indices, 255 void
+    palette = Image.fromarray(ids, mode="P")
+    palette.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
+    palette.save(tmp_path / "palette.png")
+    expected = np.where(ids == 255, 0, ids)
+    np.testing.assert_array_equal(read_mask(str(tmp_path / "palette.png")), expected)
+
+
+def test_frames_keep_their_aspect_and_windows_cover_the_long_side():
+    assert kept_aspect_size(480, 854, 128) == (128, 224)  # DAVIS 480p at 128 px
+    assert kept_aspect_size(854, 480, 128) == (224, 128)
+    assert kept_aspect_size(32, 32, 16) == (16, 16)
+    for height, width in ((128, 224), (16, 24), (32, 32), (224, 128), (10, 31)):
+        side = min(height, width)
+        windows = square_windows(height, width)
+        covered = np.zeros([height, width], bool)
+        for top, left in windows:
+            assert top + side <= height and left + side <= width
+            covered[top:top + side, left:left + side] = True
+        assert covered.all() and len(windows) == -(-max(height, width) // side)
+
+
+def test_video_j_is_the_mean_iou_at_the_masks_resolution():
+    truth = np.zeros([3, 20, 30], np.uint8)
+    truth[:, 5:15, 5:15] = 1
+    predicted = truth.copy()
+    predicted[1] = 0
+    predicted[1, 5:15, 10:20] = 1  # shifted by 5 columns: 50 shared pixels of 150
+    predicted[2, 5:15, 5:10] = 0  # half the object: 50 of 100
+    assert video_j(predicted, truth) == pytest.approx((1 / 3 + 1 / 2) / 2)  # frame 0 is given, not scored
+
+
+def test_track_video_with_perfect_features_recovers_full_resolution_masks():
+    clips = generate_clips(2, 4, 32, seed=5)
+    for frames, masks in zip(clips.frames, clips.masks):
+        big = np.repeat(np.repeat(masks, 2, axis=1), 2, axis=2)  # masks at twice the frames' resolution
+        features = lambda f, m=masks: np.eye(8, dtype=np.float32)[m]  # noqa: E731 - a pixel matches its object
+        predicted = track_video(frames, big[0], features, temperature=0.01)
+        assert predicted.shape == big.shape
+        visible_in_first = np.isin(big, np.unique(big[0]))
+        np.testing.assert_array_equal(predicted[visible_in_first], big[visible_in_first])
 
 
 def test_missing_video_folder_and_unprepared_tfds_fail_fast(tmp_path):

@@ -74,3 +74,34 @@ def save_tracking_strip(path: Path, frames: np.ndarray, colourized: np.ndarray, 
     rows.append(("masks (truth)", paint_masks(truth)))
     captions = [[f"t={t}" for t in range(len(frames))]] + [[] for _ in rows[1:]]
     return save_image_grid(path, rows, captions=captions, title=title)
+
+
+def overlay_masks(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """uint8 [N, h, w, 3]: frames with their instance masks painted over (masks of any resolution are
+    resized to the frames' by nearest neighbour)."""
+    height, width = frames.shape[1:3]
+    rows = (np.arange(height) + 0.5) * masks.shape[1] / height
+    cols = (np.arange(width) + 0.5) * masks.shape[2] / width
+    small = masks[:, rows.astype(int)][:, :, cols.astype(int)]
+    painted = paint_masks(small).astype(np.float32)
+    blend = np.where(small[..., None] > 0, (1 - alpha) * frames + alpha * painted, frames)
+    return blend.astype(np.uint8)
+
+
+def save_video_strip(path: Path, video, predicted: np.ndarray) -> str:
+    """One annotated video over time: the propagated masks on the frames, and the ground truth beside them.
+
+    Args:
+        video: a `sslzoo.video.davis.AnnotatedVideo`.
+        predicted: uint8 [n, H, W] the predicted masks at `davis.strip_indices(len(video.frames))`.
+    """
+    from sslzoo.video.davis import strip_indices, video_j
+
+    indices = strip_indices(len(video.frames))
+    frames = video.frames[indices]
+    captions = [[f"t={t}" for t in indices], []]
+    rows = [("propagated", overlay_masks(frames, predicted)), ("truth", overlay_masks(frames, video.masks[indices]))]
+    score = 100.0 * video_j(predicted, video.masks[indices]) if len(indices) > 1 else float("nan")
+    return save_image_grid(path, rows, captions=captions, cell_inches=1.6,
+                           title=f"{video.name}: frame 0's mask propagated by the learned attention "
+                                 f"(J on the frames shown {score:.1f})")

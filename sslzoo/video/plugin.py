@@ -28,15 +28,18 @@ from sslzoo.evaluation.context import Evaluation, RunContext, machine
 from sslzoo.evaluation.protocol import evaluate_encoder
 from sslzoo.files import atomic_write
 from sslzoo.registry import DATA_KINDS, EVALUATORS
-from sslzoo.video import propagation
+from sslzoo.video import davis, propagation
+from sslzoo.video.davis import AnnotatedVideo
 from sslzoo.video.generator import Clips
+from sslzoo.video.pictures import save_video_strip
+from sslzoo.video.embedding import embedding_function, feature_map_model
 from sslzoo.video.sources import VideoData, load_video_data
 
 log = logging.getLogger(__name__)
 
 # Raw-pixel baselines get the best of these temperatures on the evaluation clips themselves (an oracle
 # choice), so the learned embedding is compared with the strongest version of the baseline.
-PIXEL_TEMPERATURES = (0.001, 0.003, 0.01, 0.03, 0.1)
+PIXEL_TEMPERATURES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 STRIP_FRAMES = 8
 
 
@@ -67,8 +70,10 @@ class ClipKind(DataKind):
     def paths(self, config: Config) -> List[Tuple[str, str]]:
         data = config.data
         paths = [("data.path", data.path)] if data.path and data.source != "video_tfds" else []
-        if data.annotations_path and data.source == "video_folder":
+        if data.annotations_path and data.source != "video_tfds":
             paths.append(("data.annotations_path", data.annotations_path))
+        if data.track_frames_path and data.source != "video_tfds":
+            paths.append(("data.track_frames_path", data.track_frames_path))
         return paths
 
     def check_method(self, method, config: Config) -> None:
@@ -92,9 +97,12 @@ def evaluate_video_run(run: RunContext) -> Evaluation:
     metrics: Dict[str, Any] = {"method": config.method.name, "encoder": config.encoder.name,
                                "dataset": run.data.label}
     initial = run.initial_encoder()
-    metrics["tracking"] = {name: evaluate_tracking(method, initial, clips, config)
-                           for name, clips in data.evaluation.items()}
+    metrics["tracking"] = {"generated": evaluate_tracking(method, initial, data.evaluation["generated"], config)}
     metrics["j_mean"] = metrics["tracking"]["generated"]["learned"]["j_mean"]
+    if data.evaluation.get("annotated"):
+        metrics["tracking"]["annotated"] = evaluate_annotated(method, initial, data.evaluation["annotated"],
+                                                              config, run.run_dir)
+        metrics["j_mean_annotated"] = metrics["tracking"]["annotated"]["learned"]["j_mean"]
     probe_splits = _probe_splits(data)
     metrics.update(_probe(run.encoder, initial, probe_splits, config, run.run_dir))
     metrics["eval_seconds"] = round(time.perf_counter() - start, 2)
@@ -108,15 +116,7 @@ def evaluate_video_run(run: RunContext) -> Evaluation:
 
 def embedding_features(method, embedder: keras.Model) -> propagation.FeatureFn:
     """frames uint8 [T, S, S, 3] -> the embedding [T, h, w, E] the method's attention compares."""
-
-    def features(frames: np.ndarray) -> np.ndarray:
-        images = tf.constant(frames, tf.float32) / 255.0
-        embeddings = tf.cast(embedder(images, training=False), tf.float32)
-        if method.similarity == "cosine":
-            embeddings = tf.math.l2_normalize(embeddings, axis=-1)
-        return embeddings.numpy()
-
-    return features
+    return embedding_function(embedder, cosine=method.similarity == "cosine")
 
 
 def _j_of(clips: Clips, track) -> Dict[str, Any]:
@@ -141,6 +141,57 @@ def evaluate_tracking(method, initial_encoder: keras.Model, clips: Clips, config
     for name, colour in (("raw_pixels_rgb", True), ("raw_pixels_grey", False)):
         results[name] = _best_pixel_baseline(clips, method.grid, colour, references)
     return results
+
+
+def evaluate_annotated(method, initial_encoder: keras.Model, videos: List[AnnotatedVideo], config: Config,
+                       run_dir: Path) -> Dict[str, Any]:
+    """The DAVIS semi-supervised protocol on real annotated videos, whole, J at the masks' resolution.
+
+    Trackers, all on the same frames: the learned embedding, the same network at its initial weights, the
+    learned embedding with 1 reference frame (the paper's ablation of the number of references), the first
+    mask copied, and raw RGB / grey pixels on the learned embedding's grid at their best temperature. Writes
+    tracking.md (J per video) and one strip per video (tracking_<video>.png).
+    """
+    temperature, references = method.propagation_temperature, method.num_references
+    cosine = method.similarity == "cosine"
+    learned = feature_map_model(method.encoder)
+    initial = feature_map_model(initial_encoder)
+    stride = config.data.image_size // method.grid
+
+    def embedding_tracker(embedder, count):
+        features = embedding_function(embedder, cosine)
+        return lambda v: propagation.track_video(v.frames, v.masks[0], features, temperature, count)
+
+    trackers = {"learned": embedding_tracker(learned, references), "random_init": embedding_tracker(initial, references)}
+    if references != 1:
+        trackers["learned_1_reference"] = embedding_tracker(learned, 1)
+    trackers["copy_first_mask"] = lambda v: propagation.copy_first_mask(v.masks)
+    table, kept = davis.evaluate_videos(videos, trackers, keep=("learned",))
+    grid = lambda frames: (frames.shape[1] // stride, frames.shape[2] // stride)  # noqa: E731
+    for name, colour in (("raw_pixels_rgb", True), ("raw_pixels_grey", False)):
+        features = propagation.pixel_features(grid, colour)
+        best = None
+        for pixel_temperature in PIXEL_TEMPERATURES:
+            result = davis.evaluate_videos(videos, {name: lambda v, t=pixel_temperature: propagation.track_video(
+                v.frames, v.masks[0], features, t, references, propagation.NEG_SQUARED_DISTANCE)})[0][name]
+            result["temperature"] = pixel_temperature
+            if best is None or result["j_mean"] > best["j_mean"]:
+                best = result
+        table[name] = best
+    names = [video.name for video in videos]
+    frames = videos[0].frames.shape[1:3]
+    header = (f"# Tracking J on {len(videos)} annotated videos (DAVIS semi-supervised protocol)\n\n"
+              f"Frames at {frames[0]} px short side ({frames[0]}x{frames[1]} for {names[0]}), features at "
+              f"1/{stride}; J (mean IoU, points) over frames 1..T-1 at the masks' own resolution. Learned: "
+              f"{references} reference frame(s), temperature {temperature}. Raw pixels at their best temperature "
+              f"(RGB {table['raw_pixels_rgb']['temperature']}, grey {table['raw_pixels_grey']['temperature']}), "
+              "chosen on these videos.\n\n")
+    atomic_write(run_dir / "tracking.md", lambda tmp: tmp.write_text(header + davis.markdown_table(table, names)))
+    strips = [save_video_strip(run_dir / f"tracking_{video.name}.png", video, kept["learned"][video.name])
+              for video in videos]
+    return {"videos": len(videos), "frames": sum(len(v.frames) for v in videos), "frame_size": list(frames),
+            "stride": stride, "propagation_temperature": temperature, "references": references, **table,
+            "strips": strips}
 
 
 def _best_pixel_baseline(clips: Clips, grid: int, colour: bool, references: int) -> Dict[str, Any]:

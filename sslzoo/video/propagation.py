@@ -148,21 +148,53 @@ def track_clip(frames: np.ndarray, masks: np.ndarray, features_fn: FeatureFn, te
     return predicted
 
 
+def track_video(frames: np.ndarray, first_mask: np.ndarray, features_fn: FeatureFn, temperature: float,
+                num_references: int = 3, similarity: str = DOT) -> np.ndarray:
+    """Predicted instance masks uint8 [T, H, W] at the first mask's own resolution (the DAVIS protocol).
+
+    The first mask is area-averaged onto the feature grid, propagated there, and every frame's soft labels
+    are upsampled (bilinear) to the mask's resolution before the arg-max; frame 0 is the given mask.
+
+    Args:
+        frames: uint8 [T, h, w, 3] (any aspect ratio the feature function accepts).
+        first_mask: uint8 [H, W] object ids of frame 0.
+        features_fn: frames -> features [T, fh, fw, D].
+    """
+    features = np.asarray(features_fn(frames), np.float32)
+    grid = features.shape[1:3]
+    first = one_hot_masks(first_mask, int(first_mask.max()) + 1)
+    first = tf.image.resize(first, grid, method="area").numpy()
+    soft = propagate(features, first, temperature, num_references, similarity)
+    height, width = first_mask.shape
+    predicted = np.empty([len(frames), height, width], np.uint8)
+    predicted[0] = first_mask
+    for t in range(1, len(frames)):  # one frame at a time: [T, 480, 854, K] floats would be large
+        full = tf.image.resize(soft[t], [height, width], method="bilinear")
+        predicted[t] = tf.argmax(full, axis=-1, output_type=tf.int32).numpy().astype(np.uint8)
+    return predicted
+
+
 def copy_first_mask(masks: np.ndarray) -> np.ndarray:
     """The no-motion baseline: every frame gets the first frame's mask."""
     return np.repeat(masks[:1], len(masks), axis=0)
 
 
-def pixel_features(grid: int, colour: bool = True) -> FeatureFn:
+def pixel_features(grid, colour: bool = True) -> FeatureFn:
     """Raw-pixel features on the same grid as the learned embedding: each cell's mean colour (RGB in
     [0, 1]) or grey level, concatenated over its 3x3 neighbourhood of cells so a cell is described by
-    its surroundings too."""
+    its surroundings too.
+
+    Args:
+        grid: cells per side (square frames), or (rows, columns), or a callable frames -> (rows, columns)
+            (e.g. the learned embedding's stride applied to each video's frame size).
+    """
 
     def features(frames: np.ndarray) -> np.ndarray:
         images = tf.cast(frames, tf.float32) / 255.0
         if not colour:
             images = tf.image.rgb_to_grayscale(images)
-        cells = tf.image.resize(images, [grid, grid], method="area")
+        cells_shape = grid(frames) if callable(grid) else (grid, grid) if np.isscalar(grid) else tuple(grid)
+        cells = tf.image.resize(images, cells_shape, method="area")
         patches = tf.image.extract_patches(cells, sizes=[1, 3, 3, 1], strides=[1, 1, 1, 1], rates=[1, 1, 1, 1],
                                            padding="SAME")
         return patches.numpy()

@@ -2,21 +2,22 @@
 
 - `video_synthetic`: clips from the built-in generator (objects cut from the built-in synthetic images, or
   from the images of the folder `data.path`, e.g. ../shared/data/cifar10/train).
-- `video_folder`: videos as frame folders, `<data.path>/<video>/<frame>.jpg` (frames in file-name order);
-  with `data.annotations_path`, `<annotations>/<video>/<frame>.png` instance masks (the DAVIS layout:
-  palette PNGs whose index is the object id) make those videos a tracking benchmark.
+- `video_folder`: videos as frame folders, `<data.path>/<video>/<frame>.jpg` (frames in file-name order),
+  resized with the aspect ratio kept and cut into square windows across the long side for training; with
+  `data.annotations_path`, `<annotations>/<video>/<frame>.png` masks (the DAVIS layout, `sslzoo.video.davis`)
+  make those videos a tracking benchmark, scored whole by the DAVIS protocol.
 - `video_tfds`: a TFDS video dataset by name (`data.name`, e.g. "davis", "ucf101"), read only when it is
   prepared in `data.data_dir`; a video feature [T, H, W, 3] gives the frames, a [T, H, W, 1] one (e.g.
   DAVIS' segmentations) the masks, a class label the labels.
 
 Every source also yields the generated tracking clips (`generated`), so every run is scored on clips with
-exact ground truth, plus the real annotated videos when there are some (`annotated`).
+exact ground truth, plus the real annotated videos when there are some (`annotated`, a list of
+`AnnotatedVideo`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -28,11 +29,11 @@ from sslzoo.data.decode import decode_files, resize_uint8, to_rgb, to_uint8
 from sslzoo.errors import DataError, DatasetNotPreparedError
 from sslzoo.data.synthetic import CLASS_NAMES
 from sslzoo.data.tfds_source import not_prepared_message
+from sslzoo.video.davis import AnnotatedVideo, frame_files, read_annotated_videos, read_frame, video_names
 from sslzoo.video.generator import Clips, generate_clips
 
 logger = logging.getLogger(__name__)
 
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 POOL_IMAGES = 2000  # images cut into objects/backgrounds per pool (train and eval pools are disjoint)
 _FOLDER_LAYOUT = "expected <root>/<video name>/<frame files> (one subfolder of JPEG/PNG frames per video)"
 
@@ -43,13 +44,13 @@ class VideoData:
 
     Args:
         train: clips of data.clip_length frames (masks may be None).
-        evaluation: {"generated": clips with masks, "annotated": real annotated videos (if any)}.
+        evaluation: {"generated": clips with masks, "annotated": [AnnotatedVideo] real videos (if any)}.
         class_names: names of `Clips.labels` (one name when the source has no labels).
         stats: {"source", ...} loading figures.
     """
 
     train: Clips
-    evaluation: Dict[str, Clips]
+    evaluation: Dict[str, object]
     class_names: List[str]
     stats: Dict[str, object] = field(default_factory=dict)
 
@@ -61,12 +62,16 @@ def load_video_data(cfg) -> VideoData:
     if cfg.source == "video_synthetic":
         train = generate_clips(cfg.num_clips, cfg.clip_length, cfg.image_size, seed=2 * cfg.split_seed,
                                pool=_object_pool(cfg, part=0))
-        return VideoData(train, {"generated": generated}, list(CLASS_NAMES),
-                         {"source": "video_synthetic", "objects": cfg.path or "built-in shapes",
-                          "train_clips": len(train), "eval_clips": len(generated)})
+        evaluation = {"generated": generated}
+        stats = {"source": "video_synthetic", "objects": cfg.path or "built-in shapes",
+                 "train_clips": len(train), "eval_clips": len(generated)}
+        if cfg.annotations_path:  # the transfer case: trained on generated clips, tracking real videos
+            evaluation["annotated"] = _annotated(cfg, cfg.track_frames_path)
+            stats["annotated_videos"] = [video.name for video in evaluation["annotated"]]
+        return VideoData(train, evaluation, list(CLASS_NAMES), stats)
     if cfg.source == "video_folder":
         videos = read_frame_folders(cfg.path, cfg.image_size, cfg.frame_step)
-        annotated = read_annotations(cfg, videos) if cfg.annotations_path else None
+        annotated = _annotated(cfg, cfg.track_frames_path or cfg.path) if cfg.annotations_path else None
         labels = np.zeros(len(videos), np.int32)
         class_names = ["video"]
     elif cfg.source == "video_tfds":
@@ -80,7 +85,18 @@ def load_video_data(cfg) -> VideoData:
         evaluation["annotated"] = annotated
     stats = {"source": cfg.source, "videos": len(videos), "train_clips": len(train),
              "eval_clips": {name: len(clips) for name, clips in evaluation.items()}}
+    if annotated:
+        stats["annotated_videos"] = [video.name for video in annotated]
     return VideoData(train, evaluation, class_names, stats)
+
+
+def _annotated(cfg, frames_root: str) -> List[AnnotatedVideo]:
+    if not frames_root:
+        raise DataError("data.annotations_path needs the annotated videos' frames: set data.track_frames_path "
+                        "(e.g. <DAVIS>/JPEGImages/480p)")
+    # Every frame, whatever data.frame_step thins training to: the protocol scores every frame.
+    return read_annotated_videos(frames_root, cfg.annotations_path, cfg.track_size or cfg.image_size,
+                                 max_videos=cfg.eval_clips)
 
 
 def _object_pool(cfg, part: int) -> Optional[np.ndarray]:
@@ -101,38 +117,25 @@ def _object_pool(cfg, part: int) -> Optional[np.ndarray]:
     return images
 
 
-def _sorted_entries(directory: Path) -> List[os.DirEntry]:
-    with os.scandir(directory) as entries:
-        return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
-
-
 def read_frame_folders(root: str, size: int, frame_step: int = 1) -> Dict[str, np.ndarray]:
-    """{video name: uint8 [T, S, S, 3]} from `<root>/<video>/<frame>` (every `frame_step`-th frame)."""
+    """{video name: uint8 [T, h, w, 3]} from `<root>/<video>/<frame>` (every `frame_step`-th frame), short
+    side `size` with the aspect ratio kept."""
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise DataError(f"video folder '{root}' does not exist or is not a folder; {_FOLDER_LAYOUT}")
     videos: Dict[str, np.ndarray] = {}
-    for entry in _sorted_entries(root_path):
-        if not entry.is_dir():
-            continue
-        frames = [e.path for e in _sorted_entries(Path(entry.path))
-                  if e.is_file() and e.name.lower().endswith(FRAME_EXTENSIONS)][::frame_step]
+    for name in video_names(root_path):
+        frames = frame_files(root_path / name)[::frame_step]
         if len(frames) < 2:
             continue
-        images, ok = decode_files(frames, size)
-        if len(ok) < len(frames):
-            raise DataError(f"video '{entry.name}' in '{root}': {len(frames) - len(ok)} frame(s) could not be "
-                            "decoded; a video with a missing frame would jump in time, so fix or remove them")
-        videos[entry.name] = images
+        video = [read_frame(f, size) for f in frames]
+        if len({frame.shape for frame in video}) > 1:
+            raise DataError(f"video '{name}' in '{root}': its frames differ in size; one video's frames must "
+                            "share one size")
+        videos[name] = np.stack(video)
     if not videos:
         raise DataError(f"video folder '{root}' holds no video with at least 2 frames; {_FOLDER_LAYOUT}")
     return videos
-
-
-def _decode_mask(path: str, size: int) -> np.ndarray:
-    """uint8 [S, S] object ids of a palette PNG (DAVIS: index 0 background, 1..K objects, 255 void)."""
-    mask = tf.io.decode_png(tf.io.read_file(path), channels=1)  # palette PNGs decode to their indices
-    return _resize_mask(mask.numpy()[..., 0], size)
 
 
 def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -148,47 +151,29 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.where(resized == 255, 0, resized).astype(np.uint8)  # DAVIS' void border counts as background
 
 
-def read_annotations(cfg, videos: Dict[str, np.ndarray]) -> Clips:
-    """The annotated videos as tracking clips: `<annotations_path>/<video>/<frame>.png` per frame."""
-    root = Path(cfg.annotations_path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data.annotations_path '{root}' does not exist; expected <root>/<video>/<frame>.png "
-                        "instance masks (the DAVIS Annotations layout)")
-    frames, masks, names = [], [], []
-    for name in sorted(videos)[: cfg.eval_clips]:
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        files = [e.path for e in _sorted_entries(folder) if e.name.lower().endswith(".png")][:: cfg.frame_step]
-        if len(files) != len(videos[name]):
-            raise DataError(f"video '{name}': {len(videos[name])} frames but {len(files)} masks in {folder}; "
-                            "every kept frame needs its mask")
-        length = cfg.eval_clip_length or len(files)
-        frames.append(videos[name][:length])
-        masks.append(np.stack([_decode_mask(f, cfg.image_size) for f in files[:length]]))
-        names.append(name)
-    return _as_clips(frames, masks, names)
-
-
-def _as_clips(frames: List[np.ndarray], masks: List[np.ndarray], names: List[str]) -> Clips:
-    """Clips of equal length: the shortest video's length (annotated videos differ in length)."""
-    if not frames:
-        return Clips(np.zeros([0, 2, 1, 1, 3], np.uint8), np.zeros([0, 2, 1, 1], np.uint8), np.zeros([0], np.int32), [])
-    length = min(len(f) for f in frames)
-    return Clips(np.stack([f[:length] for f in frames]), np.stack([m[:length] for m in masks]),
-                 np.zeros(len(frames), np.int32), names)
+def square_windows(height: int, width: int) -> List[tuple]:
+    """(top, left) of the square windows of side min(h, w) that cover a frame: ceil(long / short) of them,
+    evenly spaced from one end of the long side to the other."""
+    side, long = min(height, width), max(height, width)
+    count = -(-long // side)
+    offsets = [0] if count == 1 else [round(i * (long - side) / (count - 1)) for i in range(count)]
+    return [(o, 0) if height > width else (0, o) for o in offsets]
 
 
 def cut_clips(videos: Dict[str, np.ndarray], labels: np.ndarray, clip_length: int, max_clips: int, seed: int
               ) -> Clips:
-    """Non-overlapping clips of `clip_length` consecutive frames from every video; a seeded subset of at
-    most `max_clips` (0 = all)."""
+    """Non-overlapping clips of `clip_length` consecutive frames from every video, in every square window
+    across the frames' long side (`square_windows`); a seeded subset of at most `max_clips` (0 = all)."""
     frames, clip_labels, names = [], [], []
     for (name, video), label in zip(sorted(videos.items()), labels):
+        height, width = video.shape[1:3]
+        side = min(height, width)
+        windows = square_windows(height, width)
         for start in range(0, len(video) - clip_length + 1, clip_length):
-            frames.append(video[start:start + clip_length])
-            clip_labels.append(label)
-            names.append(f"{name}@{start}")
+            for top, left in windows:
+                frames.append(video[start:start + clip_length, top:top + side, left:left + side])
+                clip_labels.append(label)
+                names.append(f"{name}@{start}" + (f"+{top + left}" if len(windows) > 1 else ""))
     if not frames:
         raise DataError(f"no video has {clip_length} frames (data.clip_length) after data.frame_step")
     chosen = np.arange(len(frames))
@@ -243,15 +228,13 @@ def read_tfds_videos(cfg):
                                  for f in video])
         segmentation = [v for v in values.values() if getattr(v, "ndim", 0) == 4 and v.shape[-1] == 1]
         if segmentation and len(masks) < cfg.eval_clips:
-            length = cfg.eval_clip_length or len(video)
+            # Whole videos, as the DAVIS protocol scores them.
             masks.append((name, np.stack([_resize_mask(m[..., 0], cfg.image_size)
-                                          for m in segmentation[0][:: cfg.frame_step][:length]])))
+                                          for m in segmentation[0][:: cfg.frame_step]])))
         label = [v for k, v in values.items() if k.endswith("label") and np.ndim(v) == 0]
         labels.append(int(label[0]) if label else 0)
         names.append(name)
     if not videos:
         raise DataError(f"TFDS dataset '{cfg.name}' split '{cfg.split}' is empty")
-    annotated = None
-    if masks:
-        annotated = _as_clips([videos[n][: len(m)] for n, m in masks], [m for _, m in masks], [n for n, _ in masks])
+    annotated = [AnnotatedVideo(n, videos[n][: len(m)], m) for n, m in masks] or None
     return videos, annotated, np.asarray(labels, np.int32), label_names
