@@ -16,7 +16,7 @@ demo: install
 	$(PYTHON) -c "import sslzoo, numpy as np; e = sslzoo.load('runs/demo/export'); print('features:', e.predict(np.random.rand(2, 32, 32, 3).astype('float32'), verbose=0).shape)"
 
 test: install
-	$(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=30 tests
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests
 
 bench: install
 	$(PYTHON) -m sslzoo.bench
