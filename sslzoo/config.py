@@ -56,11 +56,13 @@ class DataConfig:
     num_clips: int = 1000  # training clips: generated (video_synthetic), or at most this many (0 = all)
     eval_clips: int = 32  # tracking-evaluation clips (generated, or at most this many annotated videos)
     eval_clip_length: int = 12  # frames per generated tracking-evaluation clip (0 = whole videos)
-    # video_folder: instance masks <root>/<video>/<frame>.png (DAVIS layout); those videos are tracked whole
-    # (the DAVIS protocol) and scored at the masks' own resolution.
+    # Instance masks <root>/<video>/<frame>.png (DAVIS layout) of real videos (video_folder, or
+    # video_synthetic with data.track_frames_path); those videos are tracked whole (the DAVIS protocol) and
+    # scored at the masks' own resolution.
     annotations_path: str = ""
-    # video_folder: short side of the frames fed to the tracker, aspect kept (0 = data.image_size). Training
-    # frames are resized the same way to image_size and cut into square windows across the long side.
+    # Short side of the annotated videos' frames fed to the tracker, aspect kept (0 = data.image_size).
+    # video_folder's training frames are resized the same way to image_size and cut into square windows
+    # across the long side.
     track_size: int = 0
     # The annotated videos' frames when they are not data.path: tracking real videos after training on
     # generated clips (video_synthetic), or on other videos.

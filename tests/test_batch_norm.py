@@ -91,7 +91,10 @@ def test_encoders_train_fused_by_default_and_save_with_builtin_layers_only(name)
     builtin = with_builtin_batch_norm(fused)
     assert all(type(layer).__module__.startswith("keras.src.") for layer in builtin.layers)
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
-    np.testing.assert_allclose(builtin(images), fused(images), atol=1e-5)
+    # The two kernels apply the same affine map in a different order, so they differ by float32 rounding,
+    # which grows with the features (ResNet-18's reach ~17 here: 1.3e-5 apart, 8e-7 relative, on one
+    # TensorFlow thread): relative and absolute bounds together.
+    np.testing.assert_allclose(builtin(images), fused(images), rtol=2e-6, atol=1e-5)
     plain = build_encoder(name, 32, norm="batch_keras", **options)
     assert any(type(x) is keras.layers.BatchNormalization for x in plain.layers)
     assert with_builtin_batch_norm(plain) is plain  # nothing to swap: the model itself
