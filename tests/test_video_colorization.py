@@ -16,7 +16,8 @@ import tensorflow as tf
 from sslzoo.backbones import build_encoder
 from sslzoo.config import ConfigError
 from sslzoo.methods import build_method
-from sslzoo.methods.video_colorization import colour_cross_entropy, colour_labels, pseudo_clips
+from sslzoo.methods.video_colorization import (AB_SCALE, ab_squared_error, colour_cross_entropy, colour_labels,
+                                              pseudo_clips)
 from sslzoo.video.propagation import attention, copy_labels
 from tests.harness import check_method_contract
 
@@ -48,6 +49,40 @@ def test_loss_matches_the_papers_formula():
     ours = tf.reduce_mean(colour_cross_entropy(predicted, tf.constant(target_colours[None], tf.int32)))
     np.testing.assert_allclose(float(ours), reference_loss(reference, target, reference_colours, target_colours, 5),
                                rtol=1e-5)
+
+
+def test_lab_regression_loss_matches_the_loop_form():
+    """The ablation's objective: c_hat_j = sum_i A_ij c_i over raw ab, loss = mean_j |c_hat_j - c_j|^2."""
+    rng = np.random.default_rng(3)
+    reference, target = rng.normal(size=(30, 8)), rng.normal(size=(10, 8))
+    reference_ab, target_ab = rng.uniform(-1, 1, (30, 2)), rng.uniform(-1, 1, (10, 2))
+    expected = []
+    for j in range(10):
+        scores = np.exp(reference @ target[j])
+        weights = scores / scores.sum()
+        copied = sum(weights[i] * reference_ab[i] for i in range(30))
+        expected.append(np.sum((copied - target_ab[j]) ** 2))
+    weights = attention(reference[None].astype(np.float32), target[None].astype(np.float32), temperature=1.0)
+    ours = tf.reduce_mean(ab_squared_error(copy_labels(weights, reference_ab[None]), target_ab[None]))
+    np.testing.assert_allclose(float(ours), np.mean(expected), rtol=1e-5)
+
+
+def test_lab_regression_copies_raw_ab_through_the_model_and_averages_when_unsure():
+    encoder = build_encoder("convnet_small", 32, width=0.5, blocks=2)
+    method = build_method("video_colorization", {"similarity": "cosine", "temperature": 1e-3,
+                                                 "colour_target": "lab"}, encoder)
+    frame = tf.random.stateless_uniform([1, 32, 32, 3], seed=[3, 4])
+    predicted, true, _ = method.predict_colours(tf.repeat(frame, 4, axis=0))
+    assert predicted.shape == true.shape == (1, method.grid * method.grid, 2)
+    np.testing.assert_allclose(predicted, true, atol=1e-3)
+    loss, logs = method.compute_loss_and_logs({"images": tf.repeat(frame, 4, axis=0)}, training=False)
+    assert float(loss) < 1e-5 and float(logs["color_top1"]) == 1.0
+    # The paper's argument for quantising: a target equally like two references of opposite colours gets
+    # their mean, a grey neither of them is, where the clusters keep both modes.
+    even = attention(tf.ones([1, 2, 4]), tf.ones([1, 1, 4]))
+    np.testing.assert_allclose(copy_labels(even, tf.constant([[[0.5, -0.4], [-0.5, 0.4]]])), [[[0.0, 0.0]]],
+                               atol=1e-6)
+    assert np.allclose(method.predicted_ab(predicted), true * AB_SCALE, atol=0.1)
 
 
 def test_attention_rows_sum_to_one_and_equal_features_average():
@@ -107,7 +142,8 @@ def test_pseudo_clips_move_a_window_over_the_image():
 def test_bad_options_fail_at_build_time():
     encoder = build_encoder("convnet_small", 32, width=0.25)
     for options, message in (({"similarity": "l1"}, "similarity"), ({"temperature": 0.0}, "temperature"),
-                             ({"num_references": 0}, "num_references"), ({"colours": 3}, "unknown")):
+                             ({"num_references": 0}, "num_references"), ({"colours": 3}, "unknown"),
+                             ({"colour_target": "rgb"}, "colour_target")):
         with pytest.raises(ConfigError, match=message):
             build_method("video_colorization", options, encoder)
 
@@ -122,6 +158,11 @@ def test_unknown_option_key_fails_listing_the_allowed_keys():
 def test_contract(tmp_path):
     # The harness trains on single images: augment turns them into pseudo-clips (moving crop windows).
     check_method_contract("video_colorization", {"similarity": "cosine", "temperature": 0.1}, tmp_path)
+
+
+def test_contract_of_the_lab_regression_ablation(tmp_path):
+    check_method_contract("video_colorization", {"similarity": "cosine", "temperature": 0.1,
+                                                 "colour_target": "lab"}, tmp_path)
 
 
 def test_short_run_tracks_better_than_both_baselines_and_exports(tmp_path):

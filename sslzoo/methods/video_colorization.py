@@ -5,7 +5,8 @@ ab of training frames, fitted in `prepare`). For every location j of the target 
 similarities to all locations i of the reference frames gives the attention A_ij; the predicted colour
 distribution is sum_i A_ij c_i of the references' one-hot colour clusters, trained with cross-entropy
 against the target's cluster. Colour reaches the prediction only through A, so A must find where each
-target pixel came from.
+target pixel came from. `colour_target: lab` is the paper's alternative the quantisation is argued against:
+the same pointer copies the references' raw ab (Lab, /100), trained with squared error (ablation only).
 
 On clips (the video sources, `sslzoo.video.run`) the pipeline hands `augment` frames tiled side by side;
 on single images (the image sources, e.g. CIFAR-10) `augment` makes pseudo-clips by moving and zooming a
@@ -50,6 +51,10 @@ class VideoColorizationOptions:
                                     "feature map); 0 = the feature map", ge=0)
     pseudo_clip_motion: float = option(0.08, "pseudo-clips from single images: largest crop-window motion per "
                                              "frame, as a fraction of the side")
+    # The paper quantises because regressing colour averages multimodal colours; "lab" measures that claim.
+    colour_target: Literal["clusters", "lab"] = option(
+        "clusters", "what the pointer copies: colour clusters with cross-entropy (the paper) or raw ab "
+                    "regressed with squared error (the ablation)")
     # k-means: ab of at most kmeans_pixels training pixels, seeded.
     kmeans_pixels: int = option(100000, "k-means fits ab of at most this many training pixels")
     kmeans_seed: int = option(0, "seed of the k-means pixel sample and initialisation")
@@ -60,6 +65,8 @@ class VideoColorizationOptions:
 
 
 CENTERS_FILE = "color_centers.npy"
+# ab spans about [-110, 110] in Lab units; regression targets are ab / AB_SCALE, of order 1.
+AB_SCALE = 100.0
 
 
 def default_centers(num_colors: int) -> np.ndarray:
@@ -120,11 +127,15 @@ def unpack_tiled_clips(tiled: tf.Tensor, num_frames: int) -> tf.Tensor:
     return tf.transpose(frames, [0, 2, 1, 3, 4])
 
 
+def cell_ab(frames: tf.Tensor, grid: int) -> tf.Tensor:
+    """float [N, grid*grid, 2]: each feature-map cell's mean ab (Lab units) of RGB frames [N, S, S, 3]."""
+    cells = tf.image.resize(rgb_to_lab(frames)[..., 1:], [grid, grid], method="area")
+    return tf.reshape(cells, [tf.shape(frames)[0], grid * grid, 2])
+
+
 def colour_labels(frames: tf.Tensor, centers: tf.Tensor, grid: int) -> tf.Tensor:
     """int32 [N, grid*grid]: each feature-map cell's colour cluster (mean ab of the cell, nearest centre)."""
-    ab = rgb_to_lab(frames)[..., 1:]
-    cells = tf.image.resize(ab, [grid, grid], method="area")
-    return tf.reshape(assign_tf(cells, centers), [tf.shape(frames)[0], grid * grid])
+    return assign_tf(cell_ab(frames, grid), centers)
 
 
 @register_method("video_colorization")
@@ -211,26 +222,43 @@ class VideoColorization(SSLMethod):
         return tf.math.l2_normalize(flat, axis=-1) if self.options.similarity == "cosine" else flat
 
     def predict_colours(self, frames: tf.Tensor, training: bool = False):
-        """Predicted colour distributions of each clip's target frame and its true clusters.
+        """What the pointer copies to each clip's target frame, and the truth.
 
         Args:
             frames: [B*T, S, S, 3], clip by clip, the target last in each clip.
         Returns:
-            (predicted [B, h*w, K], true int32 [B, h*w], embeddings [B, T, h*w, E]).
+            (predicted, true, embeddings [B, T, h*w, E]); for colour clusters predicted [B, h*w, K]
+            distributions and true int32 [B, h*w] clusters; for "lab" both [B, h*w, 2] ab / AB_SCALE.
         """
         steps, cells = self.num_frames, self.grid * self.grid
         embeddings = self.embed(frames, training)
         embeddings = tf.reshape(embeddings, [-1, steps, cells, tf.shape(embeddings)[-1]])
-        labels = tf.reshape(colour_labels(frames, self.color_centers, self.grid), [-1, steps, cells])
-        references = tf.reshape(embeddings[:, :-1], [tf.shape(embeddings)[0], -1, tf.shape(embeddings)[-1]])
-        reference_colours = tf.one_hot(tf.reshape(labels[:, :-1], [tf.shape(labels)[0], -1]), self.options.num_colors)
+        batch = tf.shape(embeddings)[0]
+        references = tf.reshape(embeddings[:, :-1], [batch, -1, tf.shape(embeddings)[-1]])
         weights = attention(references, embeddings[:, -1], self.options.temperature, DOT)
+        if self.options.colour_target == "lab":
+            ab = tf.reshape(cell_ab(frames, self.grid) / AB_SCALE, [batch, steps, cells, 2])
+            return copy_labels(weights, tf.reshape(ab[:, :-1], [batch, -1, 2])), ab[:, -1], embeddings
+        labels = tf.reshape(colour_labels(frames, self.color_centers, self.grid), [-1, steps, cells])
+        reference_colours = tf.one_hot(tf.reshape(labels[:, :-1], [batch, -1]), self.options.num_colors)
         return copy_labels(weights, reference_colours), labels[:, -1], embeddings
+
+    def predicted_ab(self, predicted: tf.Tensor) -> tf.Tensor:
+        """[..., 2] ab in Lab units of `predict_colours`' prediction (the expected colour for clusters)."""
+        if self.options.colour_target == "lab":
+            return predicted * AB_SCALE
+        return tf.tensordot(predicted, self.color_centers, axes=[[-1], [0]])
 
     def compute_loss_and_logs(self, data, training):
         predicted, target, embeddings = self.predict_colours(data["images"], training)
-        loss = tf.reduce_mean(colour_cross_entropy(predicted, target))
-        hits = tf.equal(tf.argmax(predicted, axis=-1, output_type=tf.int32), target)
+        if self.options.colour_target == "lab":
+            loss = tf.reduce_mean(ab_squared_error(predicted, target))
+            # The same accuracy as the clusters' for comparable logs: nearest cluster of copied vs true ab.
+            hits = tf.equal(assign_tf(self.predicted_ab(predicted), self.color_centers),
+                            assign_tf(self.predicted_ab(target), self.color_centers))
+        else:
+            loss = tf.reduce_mean(colour_cross_entropy(predicted, target))
+            hits = tf.equal(tf.argmax(predicted, axis=-1, output_type=tf.int32), target)
         logs = {"loss": loss, "color_top1": tf.reduce_mean(tf.cast(hits, tf.float32))}
         if self.probe is not None and "labels" in data:
             features = tf.reduce_mean(embeddings[:, -1], axis=1)
@@ -253,6 +281,11 @@ def colour_cross_entropy(predicted: tf.Tensor, target: tf.Tensor, epsilon: float
     return -tf.math.log(picked + epsilon)
 
 
+def ab_squared_error(predicted: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """[B, M]: |ab_hat_j - ab_j|^2 of each target location (the regression the paper's quantisation avoids)."""
+    return tf.reduce_sum(tf.square(tf.cast(predicted, tf.float32) - tf.cast(target, tf.float32)), axis=-1)
+
+
 def fit_colour_clusters(images: np.ndarray, num_colors: int, seed: int, max_pixels: int) -> np.ndarray:
     """k-means centres [K, 2] on ab of a seeded sample of pixels of uint8 images/clips [..., S, S, 3]."""
     pixels = np.asarray(images).reshape(-1, 3)
@@ -263,4 +296,5 @@ def fit_colour_clusters(images: np.ndarray, num_colors: int, seed: int, max_pixe
     return fit_kmeans(ab, num_colors, seed=seed, max_points=max_pixels)
 
 
-__all__ = ["VideoColorization", "VideoColorizationOptions", "fit_colour_clusters", "greyscale_embedding_encoder"]
+__all__ = ["VideoColorization", "VideoColorizationOptions", "ab_squared_error", "fit_colour_clusters",
+           "greyscale_embedding_encoder"]

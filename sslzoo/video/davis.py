@@ -87,6 +87,14 @@ def read_frame(path: str, size: int, multiple: int = MULTIPLE) -> np.ndarray:
                         "jump in time, so fix or remove that video") from error
 
 
+VOID = 255  # DAVIS-2017 marks object borders void; the protocol here scores them as background
+
+
+def void_as_background(ids: np.ndarray) -> np.ndarray:
+    """uint8 object ids with VOID pixels set to background (0)."""
+    return np.where(ids == VOID, 0, ids).astype(np.uint8)
+
+
 def read_mask(path: str) -> np.ndarray:
     """uint8 [H, W] object ids of one annotation PNG (0 background).
 
@@ -96,14 +104,13 @@ def read_mask(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode == "P":
-                ids = np.asarray(image)
-                return np.where(ids == 255, 0, ids).astype(np.uint8)
+                return void_as_background(np.asarray(image))
             values = np.asarray(image.convert("L"))
     except (OSError, ValueError) as error:
         raise DataError(f"mask '{path}' could not be decoded ({error})") from error
     if np.isin(values, (0, 255)).all():
         return (values == 255).astype(np.uint8)
-    return np.where(values == 255, 0, values).astype(np.uint8)
+    return void_as_background(values)
 
 
 def read_annotated_videos(frames_root: str | Path, annotations_root: str | Path, size: int,
@@ -165,15 +172,16 @@ def evaluate_videos(videos: Sequence[AnnotatedVideo], trackers: Dict[str, Tracke
         ({tracker: {"j_mean": mean over videos (points), "per_video": {name: J (points)}}},
          {tracker in `keep`: {video name: its predicted masks at `strip_indices`}}).
     """
-    table, kept = {}, {name: {} for name in keep}
-    for name, track in trackers.items():
-        per_video = {}
-        for video in videos:
+    per_video, kept = {name: {} for name in trackers}, {name: {} for name in keep}
+    # Video by video, so trackers sharing a feature function can share one pass over a video's frames.
+    for video in videos:
+        for name, track in trackers.items():
             predicted = track(video)
-            per_video[video.name] = round(100.0 * video_j(predicted, video.masks), 2)
+            per_video[name][video.name] = round(100.0 * video_j(predicted, video.masks), 2)
             if name in kept:
                 kept[name][video.name] = predicted[strip_indices(len(predicted))]
-        table[name] = {"j_mean": round(float(np.mean(list(per_video.values()))), 2), "per_video": per_video}
+    table = {name: {"j_mean": round(float(np.mean(list(scores.values()))), 2), "per_video": scores}
+             for name, scores in per_video.items()}
     return table, kept
 
 

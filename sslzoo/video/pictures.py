@@ -28,17 +28,15 @@ def greyscale(frames: np.ndarray) -> np.ndarray:
     return np.repeat(lab[..., :1].numpy() / 100.0, 3, axis=-1)
 
 
-def colourize(frames: np.ndarray, distributions: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """float RGB [N, S, S, 3]: the frames' own L with the expected ab of predicted colour distributions.
+def colourize(frames: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """float RGB [N, S, S, 3]: the frames' own L with a predicted ab.
 
     Args:
         frames: float [N, S, S, 3] in [0, 1] (only their lightness is kept).
-        distributions: [N, h, w, K] colour-cluster probabilities.
-        centers: [K, 2] the clusters' ab.
+        ab: [N, h, w, 2] in Lab units (e.g. the expected ab of predicted colour-cluster distributions).
     """
     size = frames.shape[1]
-    ab = np.tensordot(np.asarray(distributions, np.float32), np.asarray(centers, np.float32), axes=[[-1], [0]])
-    ab = tf.image.resize(ab, [size, size], method="bilinear")
+    ab = tf.image.resize(np.asarray(ab, np.float32), [size, size], method="bilinear")
     lightness = rgb_to_lab(tf.cast(frames, tf.float32))[..., :1]
     return lab_to_rgb(tf.concat([lightness, ab], axis=-1)).numpy()
 
@@ -52,8 +50,7 @@ def save_colorization_picture(method, frames: tf.Tensor, path: Path, clips: int 
     by_clip = frames.reshape(count, steps, *frames.shape[1:])
     grid = method.grid
     targets = by_clip[:, -1]
-    colourized = colourize(targets, np.asarray(predicted).reshape(count, grid, grid, -1),
-                           method.color_centers.numpy())
+    colourized = colourize(targets, method.predicted_ab(predicted).numpy().reshape(count, grid, grid, 2))
     rows = [(f"reference {r + 1} (grey)", greyscale(by_clip[:, r])) for r in range(steps - 1)]
     rows += [("target (grey)", greyscale(targets)), ("target colour", targets), ("copied colour", colourized)]
     return save_image_grid(path, rows, title="video colorization: colours copied from the references")

@@ -158,26 +158,25 @@ def evaluate_annotated(method, initial_encoder: keras.Model, videos: List[Annota
     initial = feature_map_model(initial_encoder)
     stride = config.data.image_size // method.grid
 
-    def embedding_tracker(embedder, count):
-        features = embedding_function(embedder, cosine)
-        return lambda v: propagation.track_video(v.frames, v.masks[0], features, temperature, count)
+    def tracker(features, count, temperature=temperature, similarity=propagation.DOT):
+        return lambda v: propagation.track_video(v.frames, v.masks[0], features, temperature, count, similarity)
 
-    trackers = {"learned": embedding_tracker(learned, references), "random_init": embedding_tracker(initial, references)}
+    learned_features = last_frames_cache(embedding_function(learned, cosine))
+    trackers = {"learned": tracker(learned_features, references),
+                "random_init": tracker(embedding_function(initial, cosine), references)}
     if references != 1:
-        trackers["learned_1_reference"] = embedding_tracker(learned, 1)
+        trackers["learned_1_reference"] = tracker(learned_features, 1)
     trackers["copy_first_mask"] = lambda v: propagation.copy_first_mask(v.masks)
-    table, kept = davis.evaluate_videos(videos, trackers, keep=("learned",))
     grid = lambda frames: (frames.shape[1] // stride, frames.shape[2] // stride)  # noqa: E731
+    pixels = {}
     for name, colour in (("raw_pixels_rgb", True), ("raw_pixels_grey", False)):
-        features = propagation.pixel_features(grid, colour)
-        best = None
-        for pixel_temperature in PIXEL_TEMPERATURES:
-            result = davis.evaluate_videos(videos, {name: lambda v, t=pixel_temperature: propagation.track_video(
-                v.frames, v.masks[0], features, t, references, propagation.NEG_SQUARED_DISTANCE)})[0][name]
-            result["temperature"] = pixel_temperature
-            if best is None or result["j_mean"] > best["j_mean"]:
-                best = result
-        table[name] = best
+        features = last_frames_cache(propagation.pixel_features(grid, colour))
+        pixels[name] = {t: f"{name}@{t}" for t in PIXEL_TEMPERATURES}
+        trackers.update({key: tracker(features, references, t, propagation.NEG_SQUARED_DISTANCE)
+                         for t, key in pixels[name].items()})
+    table, kept = davis.evaluate_videos(videos, trackers, keep=("learned",))
+    for name, keys in pixels.items():
+        table[name] = best_temperature({t: table.pop(key) for t, key in keys.items()})
     names = [video.name for video in videos]
     frames = videos[0].frames.shape[1:3]
     header = (f"# Tracking J on {len(videos)} annotated videos (DAVIS semi-supervised protocol)\n\n"
@@ -196,14 +195,28 @@ def evaluate_annotated(method, initial_encoder: keras.Model, videos: List[Annota
 
 def _best_pixel_baseline(clips: Clips, grid: int, colour: bool, references: int) -> Dict[str, Any]:
     features = propagation.pixel_features(grid, colour)
-    best = None
-    for temperature in PIXEL_TEMPERATURES:
-        result = _j_of(clips, lambda f, m: propagation.track_clip(
-            f, m, features, temperature, references, propagation.NEG_SQUARED_DISTANCE))
-        result["temperature"] = temperature
-        if best is None or result["j_mean"] > best["j_mean"]:
-            best = result
-    return best
+    return best_temperature({t: _j_of(clips, lambda f, m, t=t: propagation.track_clip(
+        f, m, features, t, references, propagation.NEG_SQUARED_DISTANCE)) for t in PIXEL_TEMPERATURES})
+
+
+def best_temperature(results: Dict[float, Dict[str, Any]]) -> Dict[str, Any]:
+    """The result with the highest J among {temperature: result}, marked with its temperature (the first
+    on ties)."""
+    temperature = max(results, key=lambda t: (results[t]["j_mean"], -list(results).index(t)))
+    return {**results[temperature], "temperature": temperature}
+
+
+def last_frames_cache(features: propagation.FeatureFn) -> propagation.FeatureFn:
+    """`features` remembering its last frames array: trackers taking turns on one video share one pass."""
+    last: Dict[str, Any] = {}
+
+    def cached(frames: np.ndarray) -> np.ndarray:
+        if last.get("frames") is not frames:
+            last.clear()
+            last.update(frames=frames, value=features(frames))
+        return last["value"]
+
+    return cached
 
 
 def _probe_splits(data: VideoData) -> DataSplits:
@@ -270,7 +283,8 @@ def colourize_clip(method, frames: np.ndarray, features: propagation.FeatureFn) 
     first = colour_labels(images[:1], method.color_centers, grid).numpy().reshape(grid, grid)
     first = propagation.one_hot_masks(first, method.num_colors)
     soft = propagation.propagate(features(frames), first, method.propagation_temperature, method.num_references)
-    return colourize(images.numpy(), soft, method.color_centers.numpy())
+    ab = np.tensordot(soft, method.color_centers.numpy(), axes=[[-1], [0]])
+    return colourize(images.numpy(), ab)
 
 
 def read_metrics(run_dir: str | Path) -> Dict[str, Any]:

@@ -29,7 +29,8 @@ from sslzoo.data.decode import decode_files, resize_uint8, to_rgb, to_uint8
 from sslzoo.errors import DataError, DatasetNotPreparedError
 from sslzoo.data.synthetic import CLASS_NAMES
 from sslzoo.data.tfds_source import not_prepared_message
-from sslzoo.video.davis import AnnotatedVideo, frame_files, read_annotated_videos, read_frame, video_names
+from sslzoo.video.davis import (AnnotatedVideo, frame_files, read_annotated_videos, read_frame, video_names,
+                               void_as_background)
 from sslzoo.video.generator import Clips, generate_clips
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     resized = mask[rows][:, cols]
     top, left = (new_h - size) // 2, (new_w - size) // 2
     resized = resized[top:top + size, left:left + size]
-    return np.where(resized == 255, 0, resized).astype(np.uint8)  # DAVIS' void border counts as background
+    return void_as_background(resized)
 
 
 def square_windows(height: int, width: int) -> List[tuple]:
