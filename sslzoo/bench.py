@@ -47,9 +47,10 @@ ROOT = settings.child_cwd()
 SKIPPED_STEPS = SETTLING_STEPS
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    a = tf.random.uniform((size, size))
-    b = tf.random.uniform((size, size))
+def matmul_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """This CPU's GEMM rate in `dtype`: with a step's FLOPs, the ceiling of any framework's step rate."""
+    a = tf.cast(tf.random.uniform((size, size)), dtype)
+    b = tf.cast(tf.random.uniform((size, size)), dtype)
     matmul = tf.function(lambda x, y: tf.matmul(x, y))
     matmul(a, b).numpy()
     start = time.perf_counter()
@@ -381,7 +382,8 @@ def main(argv=None) -> None:
                          args.min_seconds)
         print(throughput_table(rows))
         return
-    results = {"matmul_gflops": round(matmul_gflops(), 1)}
+    results = {"matmul_gflops": round(matmul_gflops(), 1),
+               "matmul_gflops_bfloat16": round(matmul_gflops(dtype="bfloat16"), 1)}
     config = _config(args.config, args.data, args.encoder, args.batch_size or 128, args.precision, args.set)
     keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
     try:

@@ -18,7 +18,7 @@ from sslzoo.backbones import (
     nin_blocks,
 )
 from sslzoo.backbones.common import symmetric_pool
-from sslzoo.layers.batch_norm import FusedBatchNormalization, with_builtin_batch_norm
+from sslzoo.layers.builtin import BUILTIN, with_builtin_layers
 from sslzoo.registry import ENCODERS
 
 # (name, image_size, options, feature_map shape (H, W, C)); features are [N, C].
@@ -157,14 +157,14 @@ def test_normalization_maps_mean_colour_to_zero(encoders):
 
 def test_only_builtin_layers(encoders):
     """What leaves a run holds Keras' own layers only; the encoders themselves add just the fused batch norm
-    (the default, a training-speed detail that `with_builtin_batch_norm` swaps back)."""
+    and the small-map conv (the defaults, training-speed details that `with_builtin_layers` swaps back)."""
     models = list(encoders.values()) + [nin_blocks(3, 4)]
     for model in models:
         for layer in _all_layers(model):
             assert not isinstance(layer, keras.layers.Lambda), (model.name, layer.name)
             assert (type(layer).__module__.startswith("keras.src.")
-                    or type(layer) is FusedBatchNormalization), (model.name, layer.name, type(layer))
-        for layer in _all_layers(with_builtin_batch_norm(model)):
+                    or type(layer) in BUILTIN), (model.name, layer.name, type(layer))
+        for layer in _all_layers(with_builtin_layers(model)):
             assert type(layer).__module__.startswith("keras.src."), (model.name, layer.name, type(layer))
 
 
@@ -204,7 +204,7 @@ def test_keras_round_trip_in_a_fresh_process_with_safe_mode(tmp_path):
         _randomize(model, seed=index)
         images = _images(3, model.input.shape[1], seed=index)
         np.save(tmp_path / f"{key}.npy", images)
-        with_builtin_batch_norm(model).save(tmp_path / f"{key}.keras")  # as the trainer saves encoder.keras
+        with_builtin_layers(model).save(tmp_path / f"{key}.keras")  # as the trainer saves encoder.keras
         expected[key] = np.asarray(model(images, training=False))
     run = subprocess.run(
         [sys.executable, "-c", _LOAD_SCRIPT, *models],

@@ -81,14 +81,14 @@ def test_encoders_train_fused_by_default_and_save_with_builtin_layers_only(name)
     and exported holds Keras' own layer (so it loads without sslzoo) with the same weights and features;
     `norm: batch_keras` builds Keras' own layer."""
     from sslzoo.backbones import build_encoder
-    from sslzoo.layers.batch_norm import with_builtin_batch_norm
+    from sslzoo.layers.builtin import with_builtin_layers
 
     options = {"width": 0.25} if name == "resnet18" else {}
     fused = build_encoder(name, 32, **options)
     assert any(isinstance(layer, FusedBatchNormalization) for layer in fused.layers)
     alias = build_encoder(name, 32, norm="batch_fused", **options)
     assert [type(x) for x in alias.layers] == [type(x) for x in fused.layers]
-    builtin = with_builtin_batch_norm(fused)
+    builtin = with_builtin_layers(fused)
     assert all(type(layer).__module__.startswith("keras.src.") for layer in builtin.layers)
     images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     # The two kernels apply the same affine map in a different order, so they differ by float32 rounding,
@@ -97,4 +97,4 @@ def test_encoders_train_fused_by_default_and_save_with_builtin_layers_only(name)
     np.testing.assert_allclose(builtin(images), fused(images), rtol=2e-6, atol=1e-5)
     plain = build_encoder(name, 32, norm="batch_keras", **options)
     assert any(type(x) is keras.layers.BatchNormalization for x in plain.layers)
-    assert with_builtin_batch_norm(plain) is plain  # nothing to swap: the model itself
+    assert with_builtin_layers(plain) is plain  # nothing to swap: the model itself

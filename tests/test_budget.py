@@ -14,6 +14,7 @@ from sslzoo.config import ConfigError
 from sslzoo.layers import ema
 from sslzoo.optimizers import build_optimizer
 from sslzoo.optimizers.schedules import WarmupCosine
+from sslzoo.training import budget as budget_module
 from sslzoo.training import trainer
 from sslzoo.training.budget import BudgetState, TimeBudget
 from tests.harness import tiny_config
@@ -82,8 +83,22 @@ def _budget_config(seconds: float, **changes):
                                                    *[f"{k}={v}" for k, v in changes.items()]])
 
 
-def test_a_budgeted_run_resumes_within_the_same_budget(tmp_path):
+class TickingClock:
+    """A clock that advances `tick` seconds at every read: a trainer-level run then spends its budget in
+    the same number of steps however loaded the machine is."""
+
+    def __init__(self, tick: float):
+        self.tick, self.now = tick, 0.0
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+def test_a_budgeted_run_resumes_within_the_same_budget(tmp_path, monkeypatch):
     from sslzoo.data.kinds import ImageKind
+
+    monkeypatch.setattr(budget_module, "now", TickingClock(0.25))
 
     config = _budget_config(6.0)
     data = ImageKind().load(config)
@@ -100,7 +115,8 @@ def test_a_budgeted_run_resumes_within_the_same_budget(tmp_path):
     assert again["budget_spent_s"] == rest["budget_spent_s"] and again["epochs"] == rest["epochs"]
 
 
-def test_train_py_reports_the_budget_in_metrics(tmp_path):
+def test_train_py_reports_the_budget_in_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_module, "now", TickingClock(0.25))
     config = _budget_config(4.0, **{"eval.random_init": "false"})
     metrics = trainer.train_run(config, tmp_path / "run", verbose=0)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

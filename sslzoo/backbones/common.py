@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple
 import keras
 
 from sslzoo.layers.batch_norm import FusedBatchNormalization
+from sslzoo.layers.conv import SmallMapConv2D
 
 # CIFAR-10 per-channel statistics used by RotNet's official `dataloader.py`, in [0, 1] units.
 CIFAR_MEAN: Tuple[float, float, float] = (125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0)
@@ -142,7 +143,10 @@ def conv_bn(
         if pad:
             x = keras.layers.ZeroPadding2D(padding=pad, name=f"{name}_pad{suffix}")(x)
         padding = "valid"
-    x = keras.layers.Conv2D(
+    # SmallMapConv2D is Keras' Conv2D with a faster kernel gradient on small bfloat16 maps
+    # (sslzoo/layers/conv.py); "batch_keras" keeps Keras' own layers throughout.
+    conv = keras.layers.Conv2D if norm == "batch_keras" else SmallMapConv2D
+    x = conv(
         filters,
         kernel_size,
         strides=strides,

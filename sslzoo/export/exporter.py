@@ -49,7 +49,7 @@ from sslzoo.export.saved_model import (
 from sslzoo.export import mediapipe_metadata, serving_requests
 from sslzoo.export.tflite import convert_to_tflite, interpreter, signature_io, tflite_features
 from sslzoo.export.variants import check_variants, export_classifier, export_variants
-from sslzoo.layers.batch_norm import with_builtin_batch_norm
+from sslzoo.layers.builtin import with_builtin_layers
 from sslzoo.errors import ExportParityError  # noqa: F401  (raised here)
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"version must be an integer >= 1, got {version!r}")
     # Built-in layers only in every artifact (the fused batch norm is a training-speed detail).
-    encoder = with_builtin_batch_norm(encoder)
+    encoder = with_builtin_layers(encoder)
     feature_dim = _check_encoder(encoder, image_size)
     head_info = _check_head(head, class_names, feature_dim, head_kind, card)
     if "serving" in card:

@@ -12,7 +12,7 @@ kernel returns the Bessel-corrected batch variance; Keras averages the biased on
 Cases the fused kernel does not cover (masks, renorm, cross-replica `synchronized` statistics, inputs
 that are not NHWC 4-D, more than one replica) fall back to Keras' own implementation. Every encoder's
 batch norm is this layer unless `encoder.options.norm: batch_keras`; saved and exported encoders hold
-Keras' own layer (`with_builtin_batch_norm`).
+Keras' own layer (`sslzoo.layers.with_builtin_layers`).
 """
 
 from __future__ import annotations
@@ -57,29 +57,3 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 data_format="NHWC", is_training=False,
             )[0]
         return tf.cast(outputs, self.compute_dtype)
-
-
-def with_builtin_batch_norm(model: keras.Model) -> keras.Model:
-    """`model` with every FusedBatchNormalization replaced by Keras' own layer, same weights.
-
-    Artifacts (exports, shipped encoders) hold built-in layers only, so they load with plain Keras and
-    no sslzoo import; the fused layer is a training-speed detail. Returns `model` itself if it has none.
-    """
-    if not any(isinstance(layer, FusedBatchNormalization) for layer in _all_layers(model)):
-        return model
-
-    def builtin(layer):
-        if isinstance(layer, FusedBatchNormalization):
-            return keras.layers.BatchNormalization.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    clone = keras.models.clone_model(model, clone_function=builtin, recursive=True)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)

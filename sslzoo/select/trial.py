@@ -21,7 +21,7 @@ from sslzoo.config import ConfigError
 from sslzoo.evaluation.features import extract_features
 from sslzoo.evaluation.knn import knn_leave_one_out_top1, knn_top1
 from sslzoo.files import atomic_directory, atomic_write, atomic_write_text
-from sslzoo.layers.batch_norm import with_builtin_batch_norm
+from sslzoo.layers.builtin import with_builtin_layers
 from sslzoo.select.plan import Speed
 
 CALIBRATION_STEPS = 5  # timed steps after the first (which traces)
@@ -177,7 +177,7 @@ def train_and_score(config, run_dir: Path, data, until_units: int, score: Callab
     scoring = time.perf_counter()
     value = score(encoder)
     trained = trained_units(run_dir)
-    atomic_write(run_dir / ENCODER_FILE, lambda tmp: with_builtin_batch_norm(encoder).save(tmp))
+    atomic_write(run_dir / ENCODER_FILE, lambda tmp: with_builtin_layers(encoder).save(tmp))
     record = {**(extra or {}), "units": trained, "score": value, "train_seconds": training.get("train_seconds", 0.0),
               "score_seconds": round(time.perf_counter() - scoring, 2),
               "seconds": round(time.perf_counter() - start, 2)}

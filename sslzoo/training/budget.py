@@ -14,10 +14,15 @@ budget: the seconds of earlier runs of the folder count, and the horizon continu
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
+
+def now() -> float:
+    """The budget's clock: monotonic seconds (a module function, so a test can replace it)."""
+    return time.perf_counter()
+
 
 # Steps of each `fit` call not used for a rate (the first traces the train step, the next settles its
 # caches); `sslzoo.bench` skips the same.
@@ -52,13 +57,14 @@ class TimeBudget(keras.callbacks.Callback):
         budget: seconds of training the run may spend, earlier runs of the folder included.
         state: the run's `BudgetState` (restored from the checkpoint on a resume).
         max_steps: the horizon's ceiling (`trainer.epochs` epochs: a budget never trains past them).
-        clock: seconds, monotonic (a test's fake clock).
+        clock: seconds, monotonic (a test's fake clock); default `now`.
     """
 
     def __init__(self, budget: float, state: BudgetState, max_steps: int,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Optional[Callable[[], float]] = None):
         super().__init__()
-        self.budget, self.state, self.max_steps, self.clock = float(budget), state, int(max_steps), clock
+        self.budget, self.state, self.max_steps = float(budget), state, int(max_steps)
+        self.clock = clock or now
         self.stopped = False
 
     def on_train_begin(self, logs=None):

@@ -9,7 +9,8 @@ import keras
 
 from sslzoo.backbones import build_encoder
 from sslzoo.config import Config
-from sslzoo.layers.batch_norm import with_builtin_batch_norm
+from sslzoo.layers.builtin import with_builtin_layers
+from sslzoo.layers.conv import SmallMapConv2D
 from sslzoo.methods import build_method
 
 INIT_WEIGHTS = "init.weights.h5"
@@ -38,15 +39,17 @@ def build_models(config: Config, num_classes: int):
 
 def initial_encoder(config: Config, run_dir: Path, num_classes: int) -> keras.Model:
     """The run's encoder at the weights it had before training (the random-init baseline), with Keras' own
-    batch norm, as the trainer saves them (`with_builtin_batch_norm`)."""
+    layers, as the trainer saves them (`with_builtin_layers`)."""
     encoder, _ = build_models(config, num_classes)
-    builtin = with_builtin_batch_norm(encoder)
+    builtin = with_builtin_layers(encoder)
     try:
         builtin.load_weights(run_dir / INIT_WEIGHTS)
     except ValueError:
         if builtin is encoder:
             raise
-        # A run folder from before the trainer saved them so holds the fused layer's weights.
-        encoder.load_weights(run_dir / INIT_WEIGHTS)
-        return encoder
+        # A run folder from before the trainer saved them so holds the fused batch norm's weights beside
+        # Keras' own convs.
+        fused = with_builtin_layers(encoder, only=(SmallMapConv2D,))
+        fused.load_weights(run_dir / INIT_WEIGHTS)
+        return fused
     return builtin

@@ -19,7 +19,7 @@ from sslzoo.evaluation import finetune
 from sslzoo.evaluation.context import Evaluation, RunContext, machine
 from sslzoo.evaluation.protocol import FEATURES_FILE, evaluate_features, save_features, split_features
 from sslzoo.files import atomic_write
-from sslzoo.layers.batch_norm import with_builtin_batch_norm
+from sslzoo.layers.builtin import with_builtin_layers
 from sslzoo.registry import EVALUATORS
 from sslzoo.evaluation.report import build_report
 from sslzoo.training.build import initial_encoder
@@ -86,7 +86,7 @@ def probe_metrics(config: Config, run_dir: Path, encoder, splits, features=None,
     }
     if evaluation.finetune_epochs:
         metrics["finetune_top1"], tuned, tuned_head = _finetune(encoder, splits, config)
-        atomic_write(run_dir / FINETUNE_ENCODER, lambda tmp: with_builtin_batch_norm(tuned).save(tmp))
+        atomic_write(run_dir / FINETUNE_ENCODER, lambda tmp: with_builtin_layers(tuned).save(tmp))
         atomic_write(run_dir / FINETUNE_HEAD, lambda tmp: tuned_head.save(tmp))
     if evaluation.random_init:
         initial = initial_encoder() if initial_encoder is not None else _initial_from_folder(config, run_dir, splits)

@@ -33,7 +33,7 @@ from sslzoo.evaluation.context import RunContext
 from sslzoo.evaluation.dashboard import write_dashboard
 from sslzoo.evaluation.monitor import KNNMonitor
 from sslzoo.files import atomic_write, atomic_write_text
-from sslzoo.layers.batch_norm import with_builtin_batch_norm
+from sslzoo.layers.builtin import with_builtin_layers
 from sslzoo.optimizers import build_optimizer
 from sslzoo.registry import ENCODERS, EVALUATORS, METHODS
 from sslzoo.training import evaluators  # noqa: F401  (registers the image evaluator)
@@ -203,7 +203,7 @@ def start_training(config: Config, run_dir: Path, strategy, steps: int, train_im
         # compares against the same weights.
         # Built-in layers, as encoder.keras: a weights file names layers by class, so the fused layer's
         # weights would not load into the saved encoder (or a clone of it) with plain Keras.
-        atomic_write(run_dir / INIT_WEIGHTS, lambda tmp: with_builtin_batch_norm(encoder).save_weights(tmp),
+        atomic_write(run_dir / INIT_WEIGHTS, lambda tmp: with_builtin_layers(encoder).save_weights(tmp),
                      suffix=".weights.h5")
     first_epoch = state.restore_latest()
     if first_epoch:
@@ -363,7 +363,7 @@ def write_outputs(run_dir: Path, encoder, splits, metrics: Dict[str, Any]) -> No
     """encoder.keras, the parity samples export.py measures on, and metrics.json (last: a run folder with
     metrics.json is a finished run)."""
     # Built-in layers only, so the run's encoder loads with plain Keras (sslzoo/layers/batch_norm.py).
-    atomic_write(run_dir / "encoder.keras", lambda tmp: with_builtin_batch_norm(encoder).save(tmp))
+    atomic_write(run_dir / "encoder.keras", lambda tmp: with_builtin_layers(encoder).save(tmp))
     samples = splits.val.take(np.arange(min(32, len(splits.val))))
     atomic_write(run_dir / PARITY_SAMPLES, lambda tmp: np.save(tmp, samples, allow_pickle=False))
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
