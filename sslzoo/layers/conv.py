@@ -1,5 +1,5 @@
-"""Conv2D whose kernel gradient on small bfloat16 feature maps is one matrix product: the same layer, faster
-on CPU.
+"""Conv2D whose kernel gradient on small bfloat16 feature maps is computed as matrix products: the same
+layer, faster on CPU.
 
 On a CPU with AMX, oneDNN's bfloat16 `Conv2DBackpropFilter` is slow where the feature map is small and the
 channels many (a ResNet's last stage: 4x4 maps, 512 channels), because it reduces over few positions per

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
+
 def now() -> float:
     """The budget's clock: monotonic seconds (a module function, so a test can replace it)."""
     return time.perf_counter()
