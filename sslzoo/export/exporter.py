@@ -106,7 +106,8 @@ def export_encoder(encoder: keras.Model, output_dir: str | Path, *, image_size: 
     check_card_input(card)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"version must be an integer >= 1, got {version!r}")
-    # Built-in layers only in every artifact (the fused batch norm is a training-speed detail).
+    # Built-in layers only in every artifact (the fused batch norm and the small-map conv are training-speed
+    # details).
     encoder = with_builtin_layers(encoder)
     feature_dim = _check_encoder(encoder, image_size)
     head_info = _check_head(head, class_names, feature_dim, head_kind, card)
