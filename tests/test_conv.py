@@ -1,4 +1,4 @@
-"""SmallMapConv2D: Keras' Conv2D whose kernel gradient on small bfloat16 maps is one matrix product."""
+"""SmallMapConv2D: Keras' Conv2D whose kernel gradient on small bfloat16 maps is computed as matrix products."""
 
 from __future__ import annotations
 
