@@ -1,9 +1,14 @@
 #!/usr/bin/env python
-"""The default a user would pick, trained for a whole `sslzoo select` budget: docs/select.md's baseline.
+"""One arm of `sslzoo select` trained alone for a fixed number of units: docs/select.md's baselines.
+
+The default a user would pick, trained for a whole budget:
 
     python scripts/select_default_baseline.py --data <unlabelled> --eval-data <labelled, 50 per class> \
         --validation-data <labelled root/<class>/<image>> --units 218 --unit-steps 312 --seconds 3600 \
         --output runs/simclr_hour [--method simclr] [--seed 0]
+
+and a row of the exhaustive answer (every method at the winner's final budget), e.g. MoCo v1 at 145 units:
+`--method moco_v1 --units 145 --seconds 100000`.
 
 Trains the method's arm as the search would (its zoo config on --data, `candidate_config`), its schedule
 stretched over `--units` units of `--unit-steps` steps (`schedule_overrides`), stopped at an epoch end

@@ -41,19 +41,26 @@ class _StepTimes(keras.callbacks.Callback):
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stops training at the end of an epoch when another epoch would end after `deadline` (perf_counter)."""
+    """Stops training at the end of an epoch when another epoch as long as the last would end after `deadline`.
 
-    def __init__(self, deadline: float):
+    Args:
+        deadline: a time on `clock`.
+        clock: monotonic seconds; default `time.perf_counter` (a test's fake clock makes the epochs' lengths
+            exact).
+    """
+
+    def __init__(self, deadline: float, clock: Optional[Callable[[], float]] = None):
         super().__init__()
         self.deadline = deadline
+        self.clock = clock or time.perf_counter
         self.started = None
         self.stopped_early = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
+        now = self.clock()
         if now + (now - self.started) > self.deadline:
             self.model.stop_training = True
             self.stopped_early = True
