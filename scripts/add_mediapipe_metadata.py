@@ -16,7 +16,6 @@ Files are verified against the card first; an export that already has the metada
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
