@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +49,16 @@ def main(argv=None) -> None:
             raise SystemExit(f"class '{names[label]}' has {len(members)} training-split images, fewer than "
                              f"--per-class {args.per_class}: lower --per-class")
         labelled.append(members[rng.permutation(len(members))[:args.per_class]])
+    # Built beside the output and renamed at the end, so an interrupted run leaves no half-made draw.
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     for part, indices in (("train", train), ("val", val), (f"eval{args.per_class}", np.concatenate(labelled))):
         for i in indices:
-            folder = output / part / names[labels[i]]
+            folder = partial / part / names[labels[i]]
             folder.mkdir(parents=True, exist_ok=True)
             os.symlink(Path(paths[i]).resolve(), folder / Path(paths[i]).name)
         print(f"{part}: {len(indices)} images")
+    partial.rename(output)
 
 
 if __name__ == "__main__":

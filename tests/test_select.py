@@ -156,37 +156,38 @@ def test_labelled_set_splits_paths_before_decoding(tmp_path):
 
 
 def test_deadline_stops_training_at_an_epoch_end():
-    # Epochs last exactly 0.125 s of a fake clock (binary-exact), so the stopping epoch is one number, not a
+    # Epochs last exact lengths of a fake clock (binary-exact), so the stopping epoch is one number, not a
     # race with the machine's load.
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
-    clock = {"now": 10.0}
+    clock = {"now": 0.0}
     ends = []
 
-    class Epoch(keras.callbacks.Callback):
+    class Epochs(keras.callbacks.Callback):
+        def __init__(self, length):
+            super().__init__()
+            self.length = length
+
         def on_epoch_end(self, epoch, logs=None):
-            clock["now"] += 0.125
+            clock["now"] += self.length(epoch)
             ends.append(clock["now"])
 
-    deadline = trial_module.Deadline(10.0 + 1.5, clock=lambda: clock["now"])
-    model.fit(np.zeros((8, 4)), np.zeros((8, 1)), epochs=100, verbose=0, callbacks=[Epoch(), deadline])
+    def fit(start, deadline, length):
+        clock["now"], ends[:] = start, []
+        callback = trial_module.Deadline(deadline, clock=lambda: clock["now"])
+        model.fit(np.zeros((8, 4)), np.zeros((8, 1)), epochs=100, verbose=0, callbacks=[Epochs(length), callback])
+        return callback
+
+    deadline = fit(10.0, 10.0 + 1.5, lambda epoch: 0.125)
     assert deadline.stopped_early
     # Twelve epochs end exactly at the deadline; a thirteenth would end after it, so it never starts ...
     assert len(ends) == 12 and ends[-1] == 10.0 + 1.5
     # ... and an epoch that ends exactly at the deadline is allowed: at eleven epochs (1.375 s) one more
     # fits, so training went on.
 
-    # A longer last epoch is what the prediction uses: one 0.5 s epoch at the start of an ample deadline
-    # stops training once the clock is within 0.5 s of it.
-    clock["now"], ends[:] = 0.0, []
-
-    class Uneven(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            clock["now"] += 0.5 if epoch == 3 else 0.125
-            ends.append(clock["now"])
-
-    deadline = trial_module.Deadline(1.0, clock=lambda: clock["now"])
-    model.fit(np.zeros((8, 4)), np.zeros((8, 1)), epochs=100, verbose=0, callbacks=[Uneven(), deadline])
+    # The last epoch's length is the prediction: after a 0.5 s fourth epoch ending at 0.875 s training stops,
+    # where another 0.125 s epoch would still have fitted before 1.0.
+    deadline = fit(0.0, 1.0, lambda epoch: 0.5 if epoch == 3 else 0.125)
     assert ends == [0.125, 0.25, 0.375, 0.875] and deadline.stopped_early
 
 
