@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sslzoo import config as config_lib
 from sslzoo.config import ConfigError, searched_options
 from sslzoo.data.synthetic import make_shapes
 from sslzoo.evaluation.knn import knn_leave_one_out_top1, knn_top1
@@ -77,6 +78,20 @@ def test_schedule_keeps_its_shape_over_the_units():
     overrides = schedule_overrides(config, horizon_units=40, steps_per_unit=7)
     assert "trainer.epochs=40" in overrides and "trainer.steps_per_epoch=7" in overrides
     assert "optimizer.warmup_epochs=8.0" in overrides  # 2 of 10 epochs -> the same fifth of 40 units
+
+
+def test_a_resized_schedule_keeps_what_it_has_trained_through():
+    config = tiny_config("rotnet", {}, optimizer={"warmup_epochs": 2.0, "boundaries": [3.0, 6.0],
+                                                  "values": [0.1, 0.02, 0.004]}, trainer={"epochs": 10})
+    planned = schedule_overrides(config, horizon_units=40, steps_per_unit=7)
+    assert "optimizer.boundaries=[12.0, 24.0]" in planned
+    # Planned for 40 units, re-sized to 80 after 15: the warmup (8 units) and the boundary at 12 are behind
+    # the run and stay; the boundary at 24 is ahead and moves to the same share of 80 units.
+    resized = schedule_overrides(config, horizon_units=80, steps_per_unit=7, planned_units=40, trained_units=15)
+    assert "trainer.epochs=80" in resized and "optimizer.warmup_epochs=8.0" in resized
+    assert "optimizer.boundaries=[12.0, 48.0]" in resized
+    resized_config = config_lib.from_dict(config.to_dict(), resized)
+    assert resized_config.optimizer.boundaries == [12.0, 48.0] and resized_config.trainer.epochs == 80
 
 
 # ------------------------------------------------------------------------------------------- search space
@@ -193,7 +208,6 @@ def test_deadline_stops_training_at_an_epoch_end():
 
 def test_pretrain_to_an_epoch_then_on_is_one_run(tmp_path):
     """A rung continued later trains exactly as the uninterrupted run (what successive halving relies on)."""
-    from sslzoo import config as config_lib
     from sslzoo.data.kinds import ImageKind
 
     config = tiny_config("rotnet", {}, trainer={"epochs": 3, "steps_per_epoch": 2})
@@ -221,11 +235,9 @@ def _patch_search(patcher, horizon_factor: int = 50):
     """One method diverges, and horizons are stretched so the final training must be cut by the budget."""
     original_config, original_plan = search.candidate_config, search.make_plan
 
-    def diverging(candidate, settings, plan=None):
-        config = original_config(candidate, settings, plan)
+    def diverging(candidate, settings, plan=None, resized=None):
+        config = original_config(candidate, settings, plan, resized)
         if candidate.arm.name == DIVERGING:
-            from sslzoo import config as config_lib
-
             return config_lib.from_dict(config.to_dict(), ["optimizer.learning_rate=1e30"])
         return config
 
@@ -347,6 +359,57 @@ def test_a_search_killed_between_rungs_resumes_with_the_same_decisions(tiny_sear
         return sorted((r["candidate"], r["target_units"], r["parent"], r["score"]) for r in records)
 
     assert decisions(decided["records"]) == decisions(result["trials"])
+
+
+def test_a_winner_left_more_time_than_planned_uses_it_and_resumes_on_the_same_schedule(tiny_search, tmp_path,
+                                                                                     monkeypatch):
+    """The plan gives no final stage (every horizon ends at the last rung), so all the budget after the rungs
+    is time the plan did not count on: the winner's schedule is re-sized once to use it, and a final stage
+    killed after its first unit resumes on that same schedule."""
+    _, first_output, _, eval_data = tiny_search
+    output = tmp_path / "out"
+    output.mkdir()
+    shutil.copy(first_output / search.CALIBRATION_FILE, output / search.CALIBRATION_FILE)
+    plan = json.loads((first_output / search.PLAN_FILE).read_text())
+    last_rung = plan["rung_units"][-1]
+    plan["horizon_units"] = {name: last_rung for name in plan["horizon_units"]}
+    (output / search.PLAN_FILE).write_text(json.dumps(plan))
+    _patch_search(monkeypatch)
+    settings = _settings(eval_data, budget_minutes=1.0)
+    real = trial_module.train_and_score
+
+    class KilledInSecondUnit(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.begun = 0
+
+        def on_epoch_begin(self, epoch, logs=None):  # after the first unit's checkpoint
+            self.begun += 1
+            if self.begun == 2:
+                raise KeyboardInterrupt
+
+    def killed_in_final(config, run_dir, data, until_units, score, extra_callbacks=(), extra=None):
+        if extra and extra.get("final"):
+            extra_callbacks = [*extra_callbacks, KilledInSecondUnit()]
+        return real(config, run_dir, data, until_units, score, extra_callbacks=extra_callbacks, extra=extra)
+
+    monkeypatch.setattr(trial_module, "train_and_score", killed_in_final)
+    with pytest.raises(KeyboardInterrupt):
+        search.select(settings, output)
+    decided = json.loads((output / search.HORIZON_FILE).read_text())
+    assert decided["planned_horizon_units"] == last_rung and decided["from_units"] == last_rung
+    assert decided["horizon_units"] > last_rung + 1
+    assert trial_module.trained_units(output / search.WINNER) == last_rung + 1
+    monkeypatch.setattr(trial_module, "train_and_score", real)
+    result = search.select(settings, output)  # a schedule re-decided here would be refused as another run
+    assert json.loads((output / search.HORIZON_FILE).read_text()) == decided
+    winner = result["winner"]
+    assert winner["planned_horizon_units"] == last_rung and winner["horizon_units"] == decided["horizon_units"]
+    assert winner["units"] > last_rung + 1
+    saved = config_lib.load(output / search.WINNER / "config.yaml")
+    assert saved.trainer.epochs == decided["horizon_units"]
+    assert f"re-sized from the planned {last_rung} to {decided['horizon_units']} units" in (
+        output / "select.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------------ command

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from sslzoo.config import ConfigError
 
@@ -111,19 +111,26 @@ def make_plan(speeds: Dict[str, Speed], budget_seconds: float, spent_seconds: fl
                 notes=notes)
 
 
-def schedule_overrides(config, horizon_units: int, steps_per_unit: int) -> List[str]:
+def schedule_overrides(config, horizon_units: int, steps_per_unit: int, planned_units: Optional[int] = None,
+                       trained_units: int = 0) -> List[str]:
     """`--set` values that run `config` for `horizon_units` units of `steps_per_unit` steps, its warmup
-    and piecewise boundaries kept as the same share of the run."""
+    and piecewise boundaries kept as the same share of the run.
+
+    A run planned for `planned_units` and re-sized to `horizon_units` after `trained_units` keeps the
+    part it has trained through: its warmup and every boundary it has passed stay where the plan put
+    them; the rest of the schedule stretches to the new horizon.
+    """
     epochs = config.trainer.epochs
     scale = horizon_units / epochs
+    before = (planned_units or horizon_units) / epochs
     overrides = [f"trainer.epochs={horizon_units}", f"trainer.steps_per_epoch={steps_per_unit}",
                  "trainer.checkpoint_every=1"]
     optimizer = config.optimizer
     if optimizer.warmup_epochs:
-        overrides.append(f"optimizer.warmup_epochs={round(optimizer.warmup_epochs * scale, 4)!r}")
+        overrides.append(f"optimizer.warmup_epochs={round(optimizer.warmup_epochs * before, 4)!r}")
     if optimizer.boundaries:
-        scaled = ", ".join(repr(round(b * scale, 4)) for b in optimizer.boundaries)
-        overrides.append(f"optimizer.boundaries=[{scaled}]")
+        moved = [b * before if b * before <= trained_units else b * scale for b in optimizer.boundaries]
+        overrides.append(f"optimizer.boundaries=[{', '.join(repr(round(b, 4)) for b in moved)}]")
     return overrides
 
 

@@ -60,6 +60,10 @@ def markdown(result: Dict[str, Any]) -> str:
               f"(tuning score {winner['score']:.2f})"
               + (f", stopped by the budget before its schedule's end ({winner['horizon_units']} units)"
                  if winner.get("cut_by_budget") else "")
+              + (f"; its schedule was re-sized from the planned {winner['planned_horizon_units']} to "
+                 f"{winner['horizon_units']} units, as the rungs left more of the budget than planned"
+                 if winner.get("horizon_units") != winner.get("planned_horizon_units", winner.get("horizon_units"))
+                 else "")
               + f". Its run folder: `{winner['run']}` (`sslzoo export --run <output>/{winner['run']} --output "
                 "exported/<name>`).", "",
               "Held-back part (never read before this table): kNN bank and linear probe on the tuning part.", "",

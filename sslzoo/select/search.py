@@ -8,7 +8,9 @@
    candidate trains one unit; the top 1/eta by tuning score continue from their checkpoints to eta times
    as many units, until one remains. A trial that would overrun the budget is not started; a diverging
    candidate scores 0 and is pruned with a note.
-5. The winner trains on to the end of the budget (its schedule's horizon at most), in `<output>/winner`.
+5. The winner trains on to the end of the budget, in `<output>/winner`. Its schedule spans the units the
+   plan expected the final stage to afford; when the rungs leave more time than planned, it is re-sized
+   (once, recorded in `winner_horizon.json`) so that the winner uses the whole budget.
 6. Only now the held-back part is read: the winner, the runner-up, the default method (SimCLR) and the
    random-init encoder are scored on it, and select.json, select.md and select.png are written.
 
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "select_state.json"  # seconds spent by earlier invocations
 CALIBRATION_FILE = "calibration.json"
 PLAN_FILE = "plan.json"
+HORIZON_FILE = "winner_horizon.json"  # the winner's schedule length, decided when its final training starts
 RESULT_FILE = "select.json"
 TRIALS = "trials"
 WINNER = "winner"
@@ -126,13 +129,20 @@ def data_overrides(settings: Settings) -> List[str]:
                         "eval.random_init=false", "eval.monitor_every=0"]
 
 
-def candidate_config(candidate: Candidate, settings: Settings, plan: Optional[Plan] = None):
+def candidate_config(candidate: Candidate, settings: Settings, plan: Optional[Plan] = None,
+                     resized: Optional[Dict[str, int]] = None):
     """The config a candidate trains: its arm's config, the user's data, its setting, and the plan's
-    schedule (without a plan: as calibration builds it)."""
+    schedule (without a plan: as calibration builds it; with `resized`, a winner's `_winner_horizon`: the
+    schedule re-sized at the final stage)."""
     config = config_lib.load(candidate.arm.config, [*data_overrides(settings), *candidate.overrides()])
     more = []
     if plan is not None:
-        more += schedule_overrides(config, plan.horizon_units[candidate.name], plan.steps_per_unit[candidate.name])
+        planned = plan.horizon_units[candidate.name]
+        if resized:
+            more += schedule_overrides(config, resized["horizon_units"], plan.steps_per_unit[candidate.name],
+                                       planned_units=planned, trained_units=resized["from_units"])
+        else:
+            more += schedule_overrides(config, planned, plan.steps_per_unit[candidate.name])
     return config_lib.from_dict(config.to_dict(), more) if more else config
 
 
@@ -317,6 +327,28 @@ def _search(settings: Settings, output: Path, arms, pool: List[Candidate], label
                    tuning_images, tuning_labels, score, evaluation, clock, stopped, command, reserve)
 
 
+def _winner_horizon(output: Path, plan: Plan, name: str, start_units: int, room: int) -> Optional[Dict[str, int]]:
+    """The winner's schedule re-sized to what the budget's rest affords, when that is more than the plan's
+    horizon (the rungs took less time than planned); None keeps the plan's. Decided once: a resumed
+    final stage reads the decision back, so its checkpoints and config stay one run."""
+    path = output / HORIZON_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    planned = plan.horizon_units[name]
+    if start_units + room <= planned:
+        return None
+    resized = {"candidate": name, "planned_horizon_units": planned, "horizon_units": start_units + room,
+               "from_units": start_units}
+    atomic_write_text(path, json.dumps(resized, indent=2))
+    log.info("select: the rungs left time: %s's schedule re-sized from %d to %d units", name, planned,
+             start_units + room)
+    return resized
+
+
+def _winner_config(winner: Candidate, settings: Settings, plan: Plan, configs, resized):
+    return candidate_config(winner, settings, plan, resized) if resized else configs[winner.name]
+
+
 def _score_path(run_dir: Path) -> Path:
     from sslzoo.select.trial import SCORE_FILE
 
@@ -387,6 +419,7 @@ def _finish(settings, output, plan, speeds, excluded, records, configs, by_name,
     from sslzoo.select import report
     from sslzoo.select import trial as trials
     from sslzoo.training.build import initial_encoder
+    from sslzoo.training.trainer import save_run_config
 
     scored = [r for r in records if r["score"] is not None]
     best = max(scored, key=_rank)
@@ -394,19 +427,26 @@ def _finish(settings, output, plan, speeds, excluded, records, configs, by_name,
     winner_dir = output / WINNER
     mark = time.perf_counter()
     final = trials.read_score(winner_dir)
+    resized = _read(output / HORIZON_FILE, None)
     if final is None or "final" not in final:
         trials.inherit(output / TRIALS / best["trial"], winner_dir)
         speed = speeds[winner.name]
         unit_seconds = plan.steps_per_unit[winner.name] * speed.batch_size * speed.seconds_per_image
         start_units = max(best["units"], trials.trained_units(winner_dir))
         room = int(max(0.0, clock.left() - reserve - speed.overhead_seconds) // unit_seconds)
-        target = min(plan.horizon_units[winner.name], start_units + room)
+        resized = _winner_horizon(output, plan, winner.name, start_units, room)
+        config = _winner_config(winner, settings, plan, configs, resized)
+        if resized:  # replaces the config.yaml the folder inherited from its trial
+            save_run_config(config, winner_dir)
+        target = min(config.trainer.epochs, start_units + room)
         deadline = time.perf_counter() + max(0.0, clock.left() - reserve)
         final = trials.train_and_score(
-            configs[winner.name], winner_dir, data, max(target, start_units), score,
+            config, winner_dir, data, max(target, start_units), score,
             extra_callbacks=[trials.Deadline(deadline)],
             extra={"candidate": winner.name, "trial": best["trial"], "final": True, "start_units": start_units,
-                   "planned_units": target, "horizon_units": plan.horizon_units[winner.name]})
+                   "planned_units": target, "horizon_units": config.trainer.epochs})
+    else:
+        config = _winner_config(winner, settings, plan, configs, resized)
     clock.add("final_training_seconds", mark)
     clock.save()
 
@@ -426,13 +466,13 @@ def _finish(settings, output, plan, speeds, excluded, records, configs, by_name,
                      "tuning_score": record["score"],
                      **_held_back(encoder, tuning_images, tuning_labels, held_images, held_labels, labelled,
                                   evaluation, settings.seed)})
-    initial = initial_encoder(configs[winner.name], winner_dir, 0)
+    initial = initial_encoder(config, winner_dir, 0)
     rows.append({"role": "random init", "candidate": f"{winner.name} at initialization", "units": 0,
                  "tuning_score": score(initial),
                  **_held_back(initial, tuning_images, tuning_labels, held_images, held_labels, labelled,
                               evaluation, settings.seed)})
     clock.add("report_seconds", mark)
-    _write_winner_outputs(winner_dir, winner, data, rows[0], configs[winner.name])
+    _write_winner_outputs(winner_dir, winner, data, rows[0], config)
     clock.save()
     result = {
         "settings": asdict(settings),
@@ -444,8 +484,8 @@ def _finish(settings, output, plan, speeds, excluded, records, configs, by_name,
         "trials": sorted(records, key=lambda r: int(r["trial"])),
         "winner": {"candidate": winner.name, "method": winner.arm.method, "config": winner.arm.config.name,
                    "setting": winner.setting, "run": WINNER, **{k: final[k] for k in ("units", "score", "seconds")},
-                   "horizon_units": plan.horizon_units[winner.name],
-                   "cut_by_budget": final["units"] < plan.horizon_units[winner.name]},
+                   "horizon_units": config.trainer.epochs, "planned_horizon_units": plan.horizon_units[winner.name],
+                   "cut_by_budget": final["units"] < config.trainer.epochs},
         "held_back": rows,
         "budget_seconds": clock.budget,
         "seconds": round(clock.elapsed(), 1),

@@ -61,6 +61,11 @@ def _check_run_folder(config: Config, run_dir: Path) -> None:
             )
 
 
+def save_run_config(config: Config, run_dir: Path) -> None:
+    """Writes the config.yaml a resume of `run_dir` is checked against."""
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
 def check_names(config: Config) -> None:
     """Unknown method or encoder names, and unknown or mistyped method and encoder options, fail before
     any data is read, listing what is allowed (checks that need the built encoder come at build time)."""
@@ -195,7 +200,7 @@ def start_training(config: Config, run_dir: Path, strategy, steps: int, train_im
         # Only now: a config refused while building or compiling must not leave a config.yaml that would
         # refuse the corrected command as "a different config".
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        save_run_config(config, run_dir)
         state = RunState(method, optimizer, run_dir / "checkpoints", budget=budget)
         method.prepare(train_images, run_dir)
     if not (run_dir / INIT_WEIGHTS).exists():
