@@ -19,6 +19,7 @@ from sslzoo.backbones import (
 )
 from sslzoo.backbones.common import symmetric_pool
 from sslzoo.layers.builtin import BUILTIN, with_builtin_layers
+from sslzoo.layers.walk import all_layers
 from sslzoo.registry import ENCODERS
 
 # (name, image_size, options, feature_map shape (H, W, C)); features are [N, C].
@@ -51,13 +52,6 @@ def _images(n, size, seed=0):
 
 def _count(weights):
     return sum(int(np.prod(w.shape)) for w in weights)
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def test_every_encoder_is_covered():
@@ -160,11 +154,11 @@ def test_only_builtin_layers(encoders):
     and the small-map conv (the defaults, training-speed details that `with_builtin_layers` swaps back)."""
     models = list(encoders.values()) + [nin_blocks(3, 4)]
     for model in models:
-        for layer in _all_layers(model):
+        for layer in all_layers(model):
             assert not isinstance(layer, keras.layers.Lambda), (model.name, layer.name)
             assert (type(layer).__module__.startswith("keras.src.")
                     or type(layer) in BUILTIN), (model.name, layer.name, type(layer))
-        for layer in _all_layers(with_builtin_layers(model)):
+        for layer in all_layers(with_builtin_layers(model)):
             assert type(layer).__module__.startswith("keras.src."), (model.name, layer.name, type(layer))
 
 

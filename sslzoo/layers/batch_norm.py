@@ -17,8 +17,12 @@ Keras' own layer (`sslzoo.layers.with_builtin_layers`).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import keras
 import tensorflow as tf
+
+from sslzoo.layers.walk import all_layers
 
 
 @keras.saving.register_keras_serializable(package="sslzoo")
@@ -57,3 +61,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 data_format="NHWC", is_training=False,
             )[0]
         return tf.cast(outputs, self.compute_dtype)
+
+
+def use_global_batch_norm(models: Sequence[keras.Model]) -> None:
+    """Makes every BatchNormalization in `models` all-reduce its batch statistics across replicas.
+
+    Only under a strategy with more than one replica (on one device, local statistics already are the
+    global batch's). `synchronized` is read at call time, so flipping it on built layers is enough; the
+    flag is saved in the layer config and has no effect in inference (moving statistics).
+    """
+    if tf.distribute.get_strategy().num_replicas_in_sync <= 1:
+        return
+    for layer in all_layers(*models):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True

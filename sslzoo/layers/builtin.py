@@ -8,6 +8,7 @@ import keras
 
 from sslzoo.layers.batch_norm import FusedBatchNormalization
 from sslzoo.layers.conv import SmallMapConv2D
+from sslzoo.layers.walk import all_layers
 
 # Each training-speed layer and the Keras layer it computes (same config, same weights).
 BUILTIN = {FusedBatchNormalization: keras.layers.BatchNormalization, SmallMapConv2D: keras.layers.Conv2D}
@@ -21,7 +22,7 @@ def with_builtin_layers(model: keras.Model, only: Optional[Sequence[type]] = Non
     plain Keras and no sslzoo import. Returns `model` itself if it has none.
     """
     swap = {kind: twin for kind, twin in BUILTIN.items() if only is None or kind in only}
-    if not any(type(layer) in swap for layer in _all_layers(model)):
+    if not any(type(layer) in swap for layer in all_layers(model)):
         return model
 
     def builtin(layer):
@@ -30,10 +31,3 @@ def with_builtin_layers(model: keras.Model, only: Optional[Sequence[type]] = Non
     clone = keras.models.clone_model(model, clone_function=builtin, recursive=True)
     clone.set_weights(model.get_weights())
     return clone
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)

@@ -14,9 +14,9 @@ from sslzoo.backbones.vit import is_vit
 from sslzoo.config import option
 from sslzoo.heads import mlp_head
 from sslzoo.layers import ema
+from sslzoo.layers.batch_norm import use_global_batch_norm
 from sslzoo.losses import moco_v3_loss
 from sslzoo.methods.base import SSLMethod, top1
-from sslzoo.methods.simclr import use_global_batch_norm
 from sslzoo.pictures import pair_cosines, save_view_pairs
 from sslzoo.registry import register_method
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import List, Literal, Sequence
+from typing import List, Literal
 
 import keras
 import numpy as np
@@ -13,6 +13,7 @@ import tensorflow as tf
 from sslzoo.augment.views import ViewOptions, two_views
 from sslzoo.config import option
 from sslzoo.heads import projection_head
+from sslzoo.layers.batch_norm import use_global_batch_norm
 from sslzoo.losses import nt_xent
 from sslzoo.methods.base import SSLMethod, top1
 from sslzoo.pictures import save_image_grid
@@ -145,25 +146,3 @@ def projected_encoder(encoder: keras.Model, projector: keras.Model) -> keras.Mod
     """
     inputs = keras.Input(encoder.input_shape[1:], dtype="float32", name="images")
     return keras.Model(inputs, projector(encoder(inputs)), name=f"{encoder.name}_z")
-
-
-def use_global_batch_norm(models: Sequence[keras.Model]) -> None:
-    """Makes every BatchNormalization in `models` all-reduce its batch statistics across replicas.
-
-    Only under a strategy with more than one replica (on one device, local statistics already are the
-    global batch's). `synchronized` is read at call time, so flipping it on built layers is enough; the
-    flag is saved in the layer config and has no effect in inference (moving statistics).
-    """
-    if tf.distribute.get_strategy().num_replicas_in_sync <= 1:
-        return
-    for layer in _all_layers(models):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
-
-
-def _all_layers(models):
-    for model in models:
-        for layer in model.layers:
-            yield layer
-            if hasattr(layer, "layers"):  # a nested model or block
-                yield from _all_layers([layer])
